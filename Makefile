@@ -1,0 +1,56 @@
+# make demo: generate a few pictures with the bundled model (or a labelled placeholder).
+# make test: ruff, then the test suite.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUNDLED := src/retouch/assets/shapes-64/model_index.json
+PLACEHOLDER := outputs/placeholder-model
+DEMO_OUT := outputs/demo
+# The bundled model when it is installed, else a tiny random placeholder.
+DEMO_MODEL := $(if $(wildcard $(BUNDLED)),shapes-64,$(PLACEHOLDER))
+
+.PHONY: demo test .venv
+
+.venv: $(STAMP)
+
+# Runs once (and again when pyproject.toml changes). torch==2.13.0 is pinned in pyproject.toml,
+# so pip takes the CPU wheel instead of a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+test: .venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
+
+demo: .venv $(if $(wildcard $(BUNDLED)),,$(PLACEHOLDER)/model_index.json)
+ifeq ($(DEMO_MODEL),$(PLACEHOLDER))
+	@echo "################################################################################"
+	@echo "# PLACEHOLDER MODEL: the bundled shapes-64 model is not installed yet"
+	@echo "# ($(BUNDLED) is missing)."
+	@echo "# This demo uses a tiny RANDOM model from $(PLACEHOLDER): its pictures are"
+	@echo "# noise, NOT the trained model's output. Install the trained shapes-64 folder"
+	@echo "# at src/retouch/assets/shapes-64/ and run 'make demo' again."
+	@echo "################################################################################"
+endif
+	rm -rf $(DEMO_OUT)
+	$(BIN)/retouch generate "a large red circle on a blue background" --seed 1 \
+		--model $(DEMO_MODEL) --output $(DEMO_OUT)
+	$(BIN)/retouch generate "a small yellow triangle on a purple background, pastel" --seed 2 \
+		--model $(DEMO_MODEL) --output $(DEMO_OUT)
+	$(BIN)/retouch generate "a large green square on a white background" --seed 3 \
+		--model $(DEMO_MODEL) --output $(DEMO_OUT)
+	@echo
+	@echo "Demo pictures are in $(DEMO_OUT)/ (model: $(DEMO_MODEL))."
+ifeq ($(DEMO_MODEL),$(PLACEHOLDER))
+	@echo "!!! They come from the random PLACEHOLDER model, not the trained shapes-64 model. !!!"
+endif
+	@echo "Each PNG carries its recipe: 'retouch replay $(DEMO_OUT)/00000-1.png' re-creates it."
+
+$(PLACEHOLDER)/model_index.json: | .venv
+	$(BIN)/python -c 'from retouch.models.tiny import save_tiny_pipeline; \
+		save_tiny_pipeline("$(PLACEHOLDER)", sample_size=32)'

@@ -1,0 +1,194 @@
+"""Benchmark steering in text-embedding space on the shapes-64 world.
+
+    python benchmarks/bench_shapes_steer.py --n 50 --out outputs/bench_steer.json
+
+(a) Interpolation: N caption pairs that differ only in the background colour, 9 frames each,
+one seed per pair. Each frame's background (median of the 2-px border) is projected onto the
+segment from A's background colour to B's: 0 = A's, 1 = B's. Bars: at most one inversion
+(a later frame more than TOL nearer to A than an earlier one) in >= 90% of pairs; both ends
+read back by the oracle as A and B (all fields) in >= 90%; the object's centre (oracle bbox)
+moves <= 2 px across the frames in >= 90%.
+(b) Style strength: the phrase "pastel" (``--direction phrase``) on N plain captions at
+theta in {-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1}. The background's pastel blend is the fraction
+of the way from the plain palette colour toward white (0 plain, 0.5 pastel). Bars: the blend
+rises with theta (no step down by more than TOL, and up by >= RISE overall) in >= 90% of
+captions; theta = 0 equals the plain generation bit for bit in every caption. White
+backgrounds are left out of (b): their pastel blend is too close to themselves to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, generate
+from retouch.models.loading import load_model
+from retouch.steer.interpolate import interpolate
+from retouch.steer.style import stylize
+from retouch.worlds import shapes64
+
+FRAMES = 9
+STRENGTHS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
+TOL = 0.02  # a measured fraction may wobble this much without counting as a step back
+RISE = 0.05  # the pastel blend must rise at least this much from theta -0.5 to 1
+WHITE = np.array([255.0, 255.0, 255.0])
+
+
+def border_median(image: np.ndarray) -> np.ndarray:
+    """Median RGB of the 2-px border, where the oracle reads the background."""
+    b = shapes64.BORDER_PX
+    border = np.concatenate([image[:b].reshape(-1, 3), image[-b:].reshape(-1, 3),
+                             image[b:-b, :b].reshape(-1, 3), image[b:-b, -b:].reshape(-1, 3)])  # fmt: skip
+    return np.median(border.astype(np.float64), axis=0)
+
+
+def fraction_along(color: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
+    """Where ``color`` projects on the segment ``start`` -> ``end`` (0 at start, 1 at end)."""
+    span = end - start
+    return float(np.dot(color - start, span) / np.dot(span, span))
+
+
+def inversions(values: list[float], tol: float = TOL) -> int:
+    """Pairs ``i < j`` with ``values[i] > values[j] + tol``."""
+    return sum(values[i] > values[j] + tol for i in range(len(values)) for j in range(i + 1, len(values)))
+
+
+def centre_spread(images: list[np.ndarray]) -> float:
+    """Largest distance between two frames' object centres (inf when a frame shows no object)."""
+    centres = []
+    for image in images:
+        bbox = shapes64.read_scene(image).bbox
+        if bbox is None:
+            return float("inf")
+        centres.append(((bbox[0] + bbox[2] + 1) / 2, (bbox[1] + bbox[3] + 1) / 2))
+    c = np.array(centres)
+    return float(np.max(np.linalg.norm(c[:, None] - c[None], axis=-1)))
+
+
+def bench_interpolation(model, n: int, seed: int, sampling: dict[str, Any]) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        a = shapes64.sample_scene(rng)
+        others = [c for c in shapes64.COLORS if c not in (a.background, a.color)]
+        b = replace(a, background=str(rng.choice(others)))
+        result = interpolate(model, a.caption(), b.caption(), frames=FRAMES, seed=seed * 1000 + i, **sampling)
+        images = [np.asarray(image.convert("RGB")) for image in result.images]
+        start, end = a.render()[0, 0].astype(np.float64), b.render()[0, 0].astype(np.float64)
+        fractions = [fraction_along(border_median(image), start, end) for image in images]
+        ends_ok = all(shapes64.read_scene(images[0]).matches(a).values()) and all(
+            shapes64.read_scene(images[-1]).matches(b).values()
+        )
+        rows.append({"fractions": fractions, "inversions": inversions(fractions), "ends_ok": ends_ok,
+                     "centre_spread": centre_spread(images)})  # fmt: skip
+    spreads = np.array([row["centre_spread"] for row in rows])
+    return {
+        "pairs": n,
+        "frames": FRAMES,
+        "ordered_rate": float(np.mean([row["inversions"] <= 1 for row in rows])),
+        "mean_inversions": float(np.mean([row["inversions"] for row in rows])),
+        "ends_read_back_rate": float(np.mean([row["ends_ok"] for row in rows])),
+        "centre_steady_rate": float(np.mean(spreads <= 2.0)),
+        "median_centre_spread_px": float(np.median(spreads)),
+        "mean_fraction_per_frame": np.mean([row["fractions"] for row in rows], axis=0).round(3).tolist(),
+        "largest_step_mean": float(np.mean([np.max(np.diff(row["fractions"])) for row in rows])),
+    }
+
+
+def bench_style(model, n: int, seed: int, sampling: dict[str, Any]) -> dict[str, Any]:
+    rng = np.random.default_rng(seed + 1)
+    backgrounds = [c for c in shapes64.COLORS if c != "white"]
+    rows = []
+    for i in range(n):
+        scene = shapes64.sample_scene(rng, style="plain", background=str(rng.choice(backgrounds)))
+        caption, image_seed = scene.caption(), seed * 1000 + 500 + i
+        plain_color = np.array(shapes64.PALETTE[scene.background], dtype=np.float64)
+        plain = np.asarray(generate(model, caption, seed=image_seed, **sampling).images[0].convert("RGB"))
+        images = [
+            np.asarray(stylize(model, caption, "pastel", theta, "phrase", seed=image_seed, **sampling)
+                       .images[0].convert("RGB"))
+            for theta in STRENGTHS
+        ]  # fmt: skip
+        blends = [fraction_along(border_median(image), plain_color, WHITE) for image in images]
+        steps = np.diff(blends)
+        rows.append({
+            "blends": blends,
+            "monotone": bool(np.all(steps >= -TOL) and blends[-1] - blends[0] >= RISE),
+            "zero_identical": bool(np.array_equal(images[STRENGTHS.index(0.0)], plain)),
+            "pastel_read": [shapes64.read_scene(image).style == "pastel" for image in images],
+        })  # fmt: skip
+    pastel_read = np.mean([row["pastel_read"] for row in rows], axis=0)
+    return {
+        "captions": n,
+        "strengths": list(STRENGTHS),
+        "monotone_rate": float(np.mean([row["monotone"] for row in rows])),
+        "zero_identical_rate": float(np.mean([row["zero_identical"] for row in rows])),
+        "mean_blend_per_strength": np.mean([row["blends"] for row in rows], axis=0).round(3).tolist(),
+        "oracle_pastel_rate_per_strength": pastel_read.round(3).tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="shapes-64")
+    parser.add_argument("--n", type=int, default=50, help="caption pairs for (a), captions for (b)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model card's")
+    parser.add_argument("--scheduler", default=None, help="default: the model card's, else euler-a")
+    parser.add_argument("--seed", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    torch.set_grad_enabled(False)
+    loaded = load_model(args.model)
+    card_path = Path(loaded.pipe.config._name_or_path) / "retouch.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    sampling = {
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale or card.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        "scheduler": args.scheduler or card.get("scheduler", DEFAULT_SCHEDULER),
+        "width": shapes64.CANVAS,  # the oracle reads 64 x 64 pictures, whatever the model's size
+        "height": shapes64.CANVAS,
+    }
+
+    start = time.perf_counter()
+    interp = bench_interpolation(loaded, args.n, args.seed, sampling)
+    interp_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    style = bench_style(loaded, args.n, args.seed, sampling)
+    style_seconds = time.perf_counter() - start
+    figures = {
+        "model": loaded.name,
+        "n": args.n,
+        **sampling,
+        "interpolation": interp,
+        "style": style,
+        "seconds": {"interpolation": interp_seconds, "style": style_seconds},
+        "device": str(loaded.device),
+    }
+    print(json.dumps(figures, indent=2))
+    bars = {
+        "(a) <= 1 inversion in >= 90% of pairs": interp["ordered_rate"] >= 0.9,
+        "(a) both ends read back in >= 90% of pairs": interp["ends_read_back_rate"] >= 0.9,
+        "(a) centre moves <= 2 px in >= 90% of pairs": interp["centre_steady_rate"] >= 0.9,
+        "(b) pastel blend rises with theta in >= 90% of captions": style["monotone_rate"] >= 0.9,
+        "(b) theta = 0 bit-identical to plain in every caption": style["zero_identical_rate"] == 1.0,
+    }
+    for name, ok in bars.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**figures, "bars": bars}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

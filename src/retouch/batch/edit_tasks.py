@@ -1,0 +1,104 @@
+"""Batch task ``edit``: a JSON job -> ``retouch.edit.edit``.
+
+Writes ``{id}.png`` (the edit), ``{id}.mask.png``, ``{id}.layer.png`` and the report ``{id}.json``,
+whose ``"region"`` holds the region decision. Each PNG's recipe replays that PNG.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from retouch.batch.registry import TaskContext, TaskOutput
+from retouch.batch.tasks import check_fields, check_model, get
+from retouch.core.generate import DEFAULT_GUIDANCE_SCALE
+from retouch.edit.api import (
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    OUTPUTS,
+    edit,
+    pixels_sha256,
+)
+from retouch.errors import RetouchError
+from retouch.io.convert import read_input_image
+
+EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "image": str,
+    "source": str,
+    "target": str,
+    "seed": int,
+    "strength": (int, float, str),  # a number in (0, 1] or "auto"
+    "region": str,
+    "mask": str,
+    "method": str,
+    "steps": int,
+    "guidance_scale": (int, float),
+    "scheduler": str,
+    "judge": str,  # for strength "auto": "oracle" or a CLIP model folder
+    "classifier": str,
+    "llm_url": str,
+    "output": str,  # which file of the edit the job returns as {id}.png: image (all three), mask or layer
+    # written by recipes:
+    "prompt": str,  # the target caption, for AUTOMATIC1111's parameters text; not read
+    "width": int,  # the input's size, checked against the image
+    "height": int,
+    "image_sha256": str,  # the input's pixels when the recipe was written, checked
+}
+
+
+def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
+    """``{"task": "edit", "image", "source", "target", "seed", "strength", "region", "mask", "method"}``."""
+    check_fields(job, "edit", EDIT_FIELDS)
+    check_model(ctx, job)
+    for name in ("image", "source", "target"):
+        if name not in job:
+            raise RetouchError(f"an edit job needs {name!r}")
+    output = get(job, "output", "image")
+    if output not in OUTPUTS:
+        raise RetouchError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    _check_input_unchanged(job)
+    result = edit(
+        ctx.model,
+        job["image"],
+        job["source"],
+        job["target"],
+        method=get(job, "method", "blend"),
+        region=get(job, "region", "auto"),
+        mask=job.get("mask"),
+        strength=get(job, "strength", DEFAULT_STRENGTH),
+        seed=job.get("seed"),
+        steps=get(job, "steps", DEFAULT_STEPS),
+        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
+        judge=job.get("judge"),
+        classifier=get(job, "classifier", "rules"),
+        llm_url=job.get("llm_url"),
+        progress=ctx.progress,
+    )
+    files = result.files()
+    if output != "image":  # a replay of the mask or layer file: that file alone
+        picture, recipe = files[f".{output}"]
+        return TaskOutput([picture], [recipe], recipe, result.report)
+    return TaskOutput(
+        [result.image],
+        [result.recipe],
+        result.recipe,
+        result.report,
+        extra_images={suffix: file for suffix, file in files.items() if suffix},
+    )
+
+
+def _check_input_unchanged(job: dict[str, Any]) -> None:
+    """A recipe's input must still be the picture it was made from."""
+    if job.get("image_sha256") is None and job.get("width") is None and job.get("height") is None:
+        return
+    source = read_input_image(job["image"]).image
+    if (job.get("width"), job.get("height")) not in ((None, None), source.size):
+        raise RetouchError(
+            f"the recipe was made from a {job['width']}x{job['height']} image, but {job['image']} is "
+            f"{source.size[0]}x{source.size[1]}"
+        )
+    if job.get("image_sha256") not in (None, pixels_sha256(np.asarray(source))):
+        raise RetouchError(f"{job['image']} changed since the recipe was written; its pixels differ")

@@ -1,0 +1,226 @@
+"""``run_batch``: many jobs, one model load, resumable, optionally split across processes.
+
+For each job ``DIR/{id}.png`` (``{id}-{k}.png`` for several images, plus ``{id}{suffix}.png``
+for a task's extra named images) and then the report ``DIR/{id}.json`` are written atomically;
+a job is finished once its report exists, so a re-run after a crash or ``kill -9`` skips it.
+A failed job writes ``DIR/{id}.error.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tqdm.auto import tqdm
+
+from retouch.batch.registry import TaskContext, TaskRegistry, default_registry
+from retouch.errors import RetouchError
+from retouch.io.atomic import atomic_write_json, check_writable, remove_stale_temp_files
+from retouch.io.png import save_png
+from retouch.models.loading import DEFAULT_MODEL, LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a safe file name: no slashes, no leading dot
+
+
+@dataclass
+class Job:
+    line: int  # 1-based line number in the JSONL file
+    id: str
+    recipe: dict[str, Any] | None  # None when the line could not be parsed
+    error: str | None = None  # why the line could not be parsed
+
+
+@dataclass
+class JobResult:
+    id: str
+    line: int
+    status: Literal["ok", "failed", "skipped"]  # skipped: finished by an earlier run
+    files: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchSummary:
+    results: list[JobResult]
+
+    def count(self, status: str) -> int:
+        return sum(result.status == status for result in self.results)
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.count("ok"),
+            "failed": self.failed,
+            "skipped": self.count("skipped"),
+            "jobs": [asdict(result) for result in self.results],
+        }
+
+
+def read_jobs(jobs_path: str | os.PathLike[str]) -> list[Job]:
+    """Parse a JSONL file; a bad line becomes a Job with ``error`` set, the others go on.
+
+    Raises:
+        RetouchError: the file is missing or unreadable, or two jobs share an id.
+    """
+    jobs_path = Path(jobs_path)
+    if not jobs_path.is_file():
+        raise RetouchError(f"jobs file not found: {jobs_path}")
+    try:
+        lines = jobs_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RetouchError(f"cannot read jobs file {jobs_path}: {e}") from e
+    jobs = [job for number, line in enumerate(lines, start=1) if (job := _parse_line(number, line))]
+    seen: dict[str, int] = {}
+    for job in jobs:
+        if job.id in seen:
+            raise RetouchError(
+                f"duplicate job id {job.id!r} on lines {seen[job.id]} and {job.line} of {jobs_path}; "
+                "ids name the output files, so each must be unique"
+            )
+        seen[job.id] = job.line
+    return jobs
+
+
+def _parse_line(number: int, line: str) -> Job | None:
+    if not line.strip():
+        return None
+    fallback_id = f"line-{number}"
+    try:
+        recipe = json.loads(line)
+    except json.JSONDecodeError as e:
+        return Job(number, fallback_id, None, f"line {number}: not valid JSON ({e})")
+    if not isinstance(recipe, dict):
+        return Job(number, fallback_id, None, f"line {number}: a job must be a JSON object")
+    job_id = recipe.get("id", fallback_id)
+    if not isinstance(job_id, str) or not _ID_RE.match(job_id):
+        error = f"line {number}: bad id {job_id!r}; use letters, digits, '.', '_' and '-' only"
+        return Job(number, fallback_id, None, error)
+    return Job(number, job_id, recipe)
+
+
+def report_path(out_dir: Path, job_id: str) -> Path:
+    return out_dir / f"{job_id}.json"
+
+
+def error_path(out_dir: Path, job_id: str) -> Path:
+    return out_dir / f"{job_id}.error.json"
+
+
+def run_batch(
+    jobs_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    model: str | LoadedModel = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    config: str | None = None,
+    registry: TaskRegistry | None = None,
+    progress: bool = False,
+    state: PartialState | None = None,
+) -> BatchSummary:
+    """Run every unfinished job of ``jobs_path`` into ``out_dir``.
+
+    Args:
+        model: loaded once, and only when some job of this process is unfinished.
+        registry: the tasks jobs may name; ``default_registry()`` when None.
+        state: accelerate's ``PartialState`` under ``accelerate launch``: process ``i`` of ``n``
+            runs jobs ``i, i + n, ...`` and every process returns the summary of all jobs.
+    """
+    out_dir = Path(out_dir)
+    registry = registry or default_registry()
+    process_index, num_processes = (state.process_index, state.num_processes) if state else (0, 1)
+    jobs = read_jobs(jobs_path)
+    check_writable(out_dir)
+    if process_index == 0:
+        remove_stale_temp_files(out_dir)
+    if num_processes > 1:
+        state.wait_for_everyone()  # no process writes before the stale files are gone
+
+    # Split the full list, not the unfinished one: every process then agrees on the split.
+    mine = jobs[process_index::num_processes]
+    results = [
+        JobResult(job.id, job.line, "skipped") for job in mine if report_path(out_dir, job.id).exists()
+    ]
+    pending = [job for job in mine if not report_path(out_dir, job.id).exists()]
+    ctx: TaskContext | None = None
+    for job in tqdm(pending, desc="jobs", disable=not progress or process_index != 0):
+        if job.recipe is not None and ctx is None:
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, device, dtype, config)
+            ctx = TaskContext(loaded, progress=progress and num_processes == 1)
+        results.append(_run_job(ctx, registry, job, out_dir, process_index))
+
+    if num_processes > 1:
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)
+    return BatchSummary(sorted(results, key=lambda result: result.line))
+
+
+def _run_job(
+    ctx: TaskContext | None, registry: TaskRegistry, job: Job, out_dir: Path, process_index: int
+) -> JobResult:
+    start = time.perf_counter()
+    try:
+        if job.recipe is None or ctx is None:
+            raise RetouchError(job.error or "job could not be parsed")
+        output = registry.run(ctx, job.recipe)
+        task_seconds = time.perf_counter() - start
+        names = (
+            [f"{job.id}.png"]
+            if len(output.images) == 1
+            else [f"{job.id}-{k}.png" for k in range(len(output.images))]
+        )
+        for image, recipe, name in zip(output.images, output.recipes, names, strict=True):
+            save_png(image, out_dir / name, recipe)
+        for suffix, (image, recipe) in output.extra_images.items():
+            save_png(image, out_dir / f"{job.id}{suffix}.png", recipe)
+            names.append(f"{job.id}{suffix}.png")
+        report = {
+            "id": job.id,
+            "line": job.line,
+            "task": output.recipe.get("task"),
+            "status": "ok",
+            "images": names,
+            "recipe": output.recipe,
+            **output.report,
+            "timings": {
+                **output.report.get("timings", {}),  # a task's own timings, e.g. an edit's mask_s
+                "task_s": task_seconds,
+                "total_s": time.perf_counter() - start,
+            },
+            "device": str(ctx.model.device),
+            "dtype": str(ctx.model.dtype).removeprefix("torch."),
+            "process_index": process_index,
+        }
+        atomic_write_json(report_path(out_dir, job.id), report)  # last: marks the job finished
+        error_path(out_dir, job.id).unlink(missing_ok=True)
+        return JobResult(
+            job.id, job.line, "ok", [*names, f"{job.id}.json"], None, time.perf_counter() - start
+        )
+    except Exception as e:  # one bad job must not stop the batch; its error file says why
+        message = str(e) if isinstance(e, RetouchError) else f"{type(e).__name__}: {e}"
+        error = {
+            "id": job.id,
+            "line": job.line,
+            "status": "failed",
+            "error": message,
+            "job": job.recipe,
+            **({} if isinstance(e, RetouchError) else {"traceback": traceback.format_exc()}),
+        }
+        atomic_write_json(error_path(out_dir, job.id), error)
+        return JobResult(
+            job.id, job.line, "failed", [f"{job.id}.error.json"], message, time.perf_counter() - start
+        )

@@ -1,0 +1,107 @@
+"""Batch tasks for steering in text-embedding space: ``style`` and ``interpolate``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retouch.batch.registry import TaskContext, TaskOutput
+from retouch.batch.tasks import GENERATE_FIELDS, check_fields, check_model, get
+from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from retouch.errors import RetouchError
+from retouch.steer.interpolate import DEFAULT_FRAMES, interpolate
+from retouch.steer.style import DEFAULT_STYLE_DIRECTION, DEFAULT_STYLE_STRENGTH, style_sweep, stylize
+
+STYLE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    **GENERATE_FIELDS,
+    "style": str,
+    "strength": (int, float),
+    "direction": str,
+    "sweep": str,  # "a:b:n": the grid of n strengths as {id}.png, strength k as {id}_{k}.png
+}
+INTERPOLATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    **{name: GENERATE_FIELDS[name] for name in ("negative_prompt", "seed", "steps", "guidance_scale")},
+    **{name: GENERATE_FIELDS[name] for name in ("scheduler", "width", "height")},
+    "prompt": str,  # written by recipes for AUTOMATIC1111's parameters text; not read
+    "prompt_a": str,
+    "prompt_b": str,
+    "frames": int,
+    "frame": int,  # make only this frame (0-based): a replay of one frame's PNG
+    "noise_seed_b": int,
+}
+
+
+def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
+    """``{"task": "style", "prompt", "style", "strength", "direction", "seed"}``: one picture at
+    style strength ``strength`` (theta); 0 is the plain generation. With ``"sweep": "a:b:n"``
+    instead of a strength: the grid, plus each strength's picture as ``{id}_{k}.png``."""
+    check_fields(job, "style", STYLE_FIELDS)
+    check_model(ctx, job)
+    for name in ("prompt", "style"):
+        if name not in job:
+            raise RetouchError(f"a style job needs a {name!r}")
+    options = {
+        "direction": get(job, "direction", DEFAULT_STYLE_DIRECTION),
+        "negative_prompt": get(job, "negative_prompt", ""),
+        "seed": job.get("seed"),
+        "steps": get(job, "steps", DEFAULT_STEPS),
+        "guidance_scale": get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        "scheduler": get(job, "scheduler", DEFAULT_SCHEDULER),
+        "width": job.get("width"),
+        "height": job.get("height"),
+        "progress": ctx.progress,
+    }
+    if job.get("sweep") is not None:
+        if job.get("strength") is not None or job.get("num_images") not in (None, 1):
+            raise RetouchError("a style job with a 'sweep' takes no 'strength' or 'num_images'")
+        sweep = style_sweep(ctx.model, job["prompt"], job["style"], job["sweep"], **options)
+        frames = {
+            f"_{k}": (image, recipe)
+            for k, (image, recipe) in enumerate(zip(sweep.images, sweep.recipes, strict=True))
+        }
+        report = {"strengths": sweep.strengths, "seconds_per_image": sweep.seconds}
+        return TaskOutput([sweep.grid], [sweep.grid_recipe], sweep.grid_recipe, report, extra_images=frames)
+
+    strength = float(get(job, "strength", DEFAULT_STYLE_STRENGTH))
+    result = stylize(
+        ctx.model, job["prompt"], job["style"], strength, num_images=get(job, "num_images", 1), **options
+    )
+    return TaskOutput(
+        images=result.images,
+        recipes=result.recipes,
+        recipe={**result.recipes[0], "num_images": len(result.images)},
+        report={"seeds": [r["seed"] for r in result.recipes], "seconds_per_image": result.seconds},
+    )
+
+
+def interpolate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
+    """``{"task": "interpolate", "prompt_a", "prompt_b", "frames", "seed"}``: the contact strip as
+    ``{id}.png`` and frame ``k`` as ``{id}_{k}.png``; with ``"frame": k``, that frame alone."""
+    check_fields(job, "interpolate", INTERPOLATE_FIELDS)
+    check_model(ctx, job)
+    for name in ("prompt_a", "prompt_b"):
+        if name not in job:
+            raise RetouchError(f"an interpolate job needs a {name!r}")
+    result = interpolate(
+        ctx.model,
+        prompt_a=job["prompt_a"],
+        prompt_b=job["prompt_b"],
+        frames=get(job, "frames", DEFAULT_FRAMES),
+        seed=job.get("seed"),
+        noise_seed_b=job.get("noise_seed_b"),
+        negative_prompt=get(job, "negative_prompt", ""),
+        steps=get(job, "steps", DEFAULT_STEPS),
+        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
+        width=job.get("width"),
+        height=job.get("height"),
+        frame=job.get("frame"),
+        progress=ctx.progress,
+    )
+    report = {"ts": result.ts, "seconds_per_frame": result.seconds}
+    if result.strip is None:  # one frame
+        return TaskOutput(result.images, result.recipes, result.recipes[0], report)
+    frames = {
+        f"_{k}": (image, recipe)
+        for k, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True))
+    }
+    return TaskOutput([result.strip], [result.strip_recipe], result.strip_recipe, report, extra_images=frames)

@@ -1,0 +1,83 @@
+"""Built-in tasks: turn a JSON job into a call of the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from retouch.batch.registry import TaskContext, TaskOutput
+from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS, generate
+from retouch.errors import RetouchError
+
+# Fields every job may carry besides its task's own.
+COMMON_FIELDS = {"id": str, "task": str, "model": str, "model_config": str, "retouch_version": str}
+GENERATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "prompt": str,
+    "negative_prompt": str,
+    "num_images": int,
+    "seed": int,
+    "steps": int,
+    "guidance_scale": (int, float),
+    "scheduler": str,
+    "width": int,
+    "height": int,
+}
+
+
+def check_fields(job: dict[str, Any], task: str, fields: dict[str, type | tuple[type, ...]]) -> None:
+    """Reject unknown fields and wrong JSON types instead of quietly ignoring them."""
+    allowed = {**COMMON_FIELDS, **fields}
+    unknown = sorted(set(job) - set(allowed))
+    if unknown:
+        raise RetouchError(f"unknown field(s) {unknown} for task {task!r}; known fields: {sorted(allowed)}")
+    for name, value in job.items():
+        if value is None and name not in ("id", "task", "prompt"):
+            continue  # null means "use the default"
+        if isinstance(value, bool) or not isinstance(value, allowed[name]):
+            raise RetouchError(f"field {name!r} has the wrong type: {value!r}")
+
+
+def get(job: dict[str, Any], name: str, default: Any) -> Any:
+    """``job[name]``, or ``default`` when the field is missing or null."""
+    value = job.get(name)
+    return default if value is None else value
+
+
+def check_model(ctx: TaskContext, job: dict[str, Any]) -> None:
+    """A job may name its model, but a batch runs one model: refuse a mismatch."""
+    wanted = job.get("model")
+    if wanted is None or wanted == ctx.model.name:
+        return
+    if Path(wanted).expanduser().exists() and Path(wanted).expanduser().resolve() == Path(ctx.model.name):
+        return
+    raise RetouchError(
+        f"job asks for model {wanted!r} but {ctx.model.name!r} is loaded; run it with --model {wanted}"
+    )
+
+
+def generate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
+    """``{"task": "generate", "prompt": ..., "seed": ...}``: missing fields take the defaults."""
+    check_fields(job, "generate", GENERATE_FIELDS)
+    check_model(ctx, job)
+    if "prompt" not in job:
+        raise RetouchError("a generate job needs a 'prompt'")
+    result = generate(
+        ctx.model,
+        prompt=job["prompt"],
+        negative_prompt=get(job, "negative_prompt", ""),
+        num_images=get(job, "num_images", 1),
+        seed=job.get("seed"),
+        steps=get(job, "steps", DEFAULT_STEPS),
+        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
+        width=job.get("width"),
+        height=job.get("height"),
+        progress=ctx.progress,
+    )
+    recipe = {**result.recipes[0], "num_images": len(result.images)}
+    return TaskOutput(
+        images=result.images,
+        recipes=result.recipes,
+        recipe=recipe,
+        report={"seeds": [r["seed"] for r in result.recipes], "seconds_per_image": result.seconds},
+    )

@@ -1,0 +1,75 @@
+"""Arguments and output shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from retouch.models.loading import DEFAULT_MODEL, DTYPES
+
+
+def add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """--quiet and --json, also accepted after the subcommand (SUPPRESS keeps the top-level value)."""
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON to stdout"
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """--negative-prompt, --seed, --steps, --guidance-scale, --scheduler, --width and --height."""
+    from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+    from retouch.core.schedulers import SCHEDULER_NAMES
+
+    size_help = "pixels (default: the model's training size)"
+    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the initial noise (default: random)")
+    parser.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default: {DEFAULT_STEPS})"
+    )
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=DEFAULT_GUIDANCE_SCALE,
+        help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULER_NAMES,
+        default=DEFAULT_SCHEDULER,
+        help=f"sampler (default: {DEFAULT_SCHEDULER})",
+    )
+    parser.add_argument("--width", type=int, default=None, help=size_help)
+    parser.add_argument("--height", type=int, default=None, help=size_help)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=default,
+        help="bundled model name, diffusers folder, .safetensors file or hub id"
+        + (f" (default: {default})" if default else ""),
+    )
+    group.add_argument(
+        "--config",
+        default=None,
+        metavar="FOLDER",
+        help="diffusers folder with the configs of a single-file model",
+    )
+    group.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    group.add_argument(
+        "--dtype", choices=tuple(DTYPES), default=None, help="weights dtype (default: float32)"
+    )
+
+
+def emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) -> None:
+    """Print ``payload`` as JSON with --json, else ``lines`` for a person."""
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)

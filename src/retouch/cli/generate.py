@@ -1,0 +1,109 @@
+"""``retouch generate PROMPT``: text to image."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from functools import partial
+from pathlib import Path
+
+from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.cli.style import add_style_arguments
+from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from retouch.core.schedulers import SCHEDULER_NAMES
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate images from a text prompt",
+        description="Generate images from a text prompt. Each PNG carries its recipe (see 'retouch replay').",
+    )
+    parser.add_argument("prompt", help="what to draw, e.g. 'a large red circle on a blue background'")
+    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
+    parser.add_argument("--num-images", type=int, default=1, help="images to make; image i uses seed + i")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
+    parser.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default: {DEFAULT_STEPS})"
+    )
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=DEFAULT_GUIDANCE_SCALE,
+        help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULER_NAMES,
+        default=DEFAULT_SCHEDULER,
+        help=f"sampler (default: {DEFAULT_SCHEDULER})",
+    )
+    parser.add_argument("--width", type=int, default=None, help="pixels (default: the model's training size)")
+    parser.add_argument(
+        "--height", type=int, default=None, help="pixels (default: the model's training size)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
+    )
+    parser.add_argument("--style", default=None, metavar="PHRASE", help="turn this style phrase up or down")
+    add_style_arguments(parser, prefix="style-")
+    add_model_arguments(parser)
+    add_global_flags(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from retouch.core.generate import generate
+    from retouch.errors import RetouchError
+    from retouch.io.atomic import check_writable
+    from retouch.io.png import save_png
+    from retouch.models.loading import load_model
+    from retouch.steer.style import DEFAULT_STYLE_STRENGTH, stylize
+
+    if args.style is None and args.style_strength is not None:
+        raise RetouchError("--style-strength needs --style PHRASE")
+    check_writable(args.output)
+    start = time.perf_counter()
+    model = load_model(args.model, args.device, args.dtype, args.config)
+    load_seconds = time.perf_counter() - start
+    if args.style is not None:  # generate with the style turned up or down, recorded as a style task
+        strength = DEFAULT_STYLE_STRENGTH if args.style_strength is None else args.style_strength
+        generate = partial(stylize, style=args.style, strength=strength, direction=args.style_direction)
+    result = generate(
+        model,
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        num_images=args.num_images,
+        seed=args.seed,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        scheduler=args.scheduler,
+        width=args.width,
+        height=args.height,
+        progress=not args.quiet,
+    )
+    index = next_index(args.output)
+    files = [
+        str(save_png(image, args.output / f"{index + i:05d}-{recipe['seed']}.png", recipe))
+        for i, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True))
+    ]
+    payload = {
+        "files": files,
+        "seeds": [recipe["seed"] for recipe in result.recipes],
+        "timings": {"load_s": load_seconds, "generate_s": result.seconds},
+        "recipes": result.recipes,
+    }
+    lines = [
+        f"wrote {file} (seed {seed}, {s:.2f}s)"
+        for file, seed, s in zip(files, payload["seeds"], result.seconds, strict=True)
+    ]
+    emit(args, payload, lines)
+    return 0
+
+
+def next_index(folder: Path) -> int:
+    """A1111-style numbering: one past the highest ``NNNNN-`` prefix in ``folder``."""
+    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"^(\d{5,})-", p.name))]
+    return max(numbers, default=-1) + 1

@@ -1,0 +1,1 @@
+"""The shared denoising core: schedulers, prompts, and generation."""

@@ -1,0 +1,154 @@
+"""Text-to-image: a thin wrapper of ``StableDiffusionPipeline.__call__`` that records recipes."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from PIL import Image
+
+from retouch.core.prompts import warn_if_truncated
+from retouch.core.schedulers import SchedulerName, make_scheduler
+from retouch.errors import RetouchError
+from retouch.models.loading import LoadedModel
+from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
+from retouch.version import __version__
+
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE_SCALE = 7.5
+DEFAULT_SCHEDULER: SchedulerName = "euler-a"
+MAX_SEED = 2**63 - 1
+
+# (pipe, prompt) -> the text encoder's hidden states to condition on, (1, tokens, dim)
+PromptEmbedsFn = Callable[[StableDiffusionPipeline, str], torch.Tensor]
+
+
+@dataclass
+class GenerateResult:
+    images: list[Image.Image]
+    recipes: list[dict[str, Any]]  # one per image; each re-creates its image alone
+    seconds: list[float]  # wall time per image
+
+
+def random_seed() -> int:
+    return secrets.randbelow(2**32)
+
+
+def default_size(pipe: StableDiffusionPipeline) -> tuple[int, int]:
+    """(width, height) the UNet was trained at, in pixels."""
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return side, side
+
+
+def generate(
+    model: LoadedModel | StableDiffusionPipeline,
+    prompt: str,
+    negative_prompt: str = "",
+    num_images: int = 1,
+    seed: int | None = None,
+    steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    scheduler: SchedulerName = DEFAULT_SCHEDULER,
+    width: int | None = None,
+    height: int | None = None,
+    progress: bool = False,
+    prompt_embeds_fn: PromptEmbedsFn | None = None,
+) -> GenerateResult:
+    """Generate ``num_images`` images from ``prompt``.
+
+    Image ``i`` uses its own CPU generator seeded with ``seed + i`` and its own pipeline call,
+    so each image's recipe reproduces it bit for bit on its own (batching the calls would let
+    the batch size change the floating-point results).
+
+    Args:
+        model: a ``LoadedModel`` from ``load_model``, or a bare diffusers pipeline.
+        seed: the first image's seed; random (and recorded) when ``None``.
+        width, height: default to the UNet's training size (``sample_size * vae_scale_factor``).
+        prompt_embeds_fn: computes the conditioning from the prompt (e.g. a style strength, see
+            ``retouch.steer.style``). By default a prompt with AUTOMATIC1111 weighting syntax such
+            as ``(word:1.3)`` goes through ``encode_weighted_prompt``, any other through the pipeline.
+    """
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "pipeline")
+    pipe = loaded.pipe
+    default_width, default_height = default_size(pipe)
+    width, height = width or default_width, height or default_height
+    seed = random_seed() if seed is None else seed
+    _check_arguments(num_images, seed, steps, width, height)
+    warn_if_truncated(pipe.tokenizer, prompt_text(prompt), "prompt")
+    if negative_prompt:
+        warn_if_truncated(pipe.tokenizer, prompt_text(negative_prompt), "negative prompt")
+    if prompt_embeds_fn is None and has_weighting(prompt):
+        prompt_embeds_fn = encode_weighted_prompt
+    prompt_embeds = prompt_embeds_fn(pipe, prompt) if prompt_embeds_fn else None  # (1, tokens, dim)
+    negative_embeds = encode_if_weighted(pipe, negative_prompt)
+
+    recipe = {
+        "task": "generate",
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "scheduler": scheduler,
+        "width": width,
+        "height": height,
+        "model": loaded.name,
+        **({"model_config": loaded.config} if loaded.config else {}),
+        "retouch_version": __version__,
+    }
+    result = GenerateResult([], [], [])
+    with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
+        for i in range(num_images):
+            start = time.perf_counter()
+            pipe.set_progress_bar_config(
+                disable=not progress, leave=False, desc=f"image {i + 1}/{num_images}"
+            )
+            output = pipe(
+                prompt=None if prompt_embeds is not None else prompt,
+                prompt_embeds=prompt_embeds,
+                negative_prompt=None if negative_embeds is not None else negative_prompt or None,
+                negative_prompt_embeds=negative_embeds,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                width=width,
+                height=height,
+                generator=torch.Generator("cpu").manual_seed(seed + i),
+            )
+            result.images.append(output.images[0])
+            result.recipes.append({**recipe, "seed": seed + i})
+            result.seconds.append(time.perf_counter() - start)
+    return result
+
+
+def _check_arguments(num_images: int, seed: int, steps: int, width: int, height: int) -> None:
+    if num_images < 1:
+        raise RetouchError(f"num_images must be at least 1, got {num_images}")
+    if not 0 <= seed <= MAX_SEED - num_images:
+        raise RetouchError(f"seed must be between 0 and {MAX_SEED - num_images}, got {seed}")
+    if steps < 1:
+        raise RetouchError(f"steps must be at least 1, got {steps}")
+    for name, value in (("width", width), ("height", height)):
+        if value < 8 or value % 8:
+            raise RetouchError(f"{name} must be a positive multiple of 8, got {value}")
+
+
+@contextmanager
+def _scheduler_swapped(pipe: StableDiffusionPipeline, scheduler: SchedulerMixin) -> Iterator[None]:
+    """Use ``scheduler`` for one call; the pipeline keeps its own config for the next."""
+    original = pipe.scheduler
+    pipe.scheduler = scheduler
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
+
+
+def _pipe_name(pipe: StableDiffusionPipeline) -> str:
+    return str(getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path") or "unknown")

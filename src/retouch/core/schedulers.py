@@ -1,0 +1,61 @@
+"""Sampler names -> diffusers schedulers. Every scheduler is diffusers' own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LMSDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from retouch.errors import RetouchError
+
+SchedulerName = Literal["lms", "ddim", "euler", "euler-a", "dpm++"]
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    cls: type[SchedulerMixin]  # the diffusers scheduler class
+    a1111_name: str  # the "Sampler:" name AUTOMATIC1111 writes into PNG parameters
+
+
+SCHEDULERS: Mapping[str, SchedulerSpec] = MappingProxyType(
+    {
+        "lms": SchedulerSpec(LMSDiscreteScheduler, "LMS"),
+        "ddim": SchedulerSpec(DDIMScheduler, "DDIM"),
+        "euler": SchedulerSpec(EulerDiscreteScheduler, "Euler"),
+        "euler-a": SchedulerSpec(EulerAncestralDiscreteScheduler, "Euler a"),
+        "dpm++": SchedulerSpec(DPMSolverMultistepScheduler, "DPM++ 2M"),
+    }
+)
+SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
+
+
+def scheduler_spec(name: str) -> SchedulerSpec:
+    try:
+        return SCHEDULERS[name]
+    except KeyError:
+        raise RetouchError(
+            f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULER_NAMES)}"
+        ) from None
+
+
+def make_scheduler(name: str, config: Mapping[str, Any]) -> SchedulerMixin:
+    """Build scheduler ``name`` from a pipeline's scheduler config (betas, timestep spacing...)."""
+    return scheduler_spec(name).cls.from_config(config)
+
+
+def scheduler_from_a1111_name(a1111_name: str) -> str:
+    """``"Euler a"`` -> ``"euler-a"``; the inverse of ``SchedulerSpec.a1111_name``."""
+    for name, spec in SCHEDULERS.items():
+        if spec.a1111_name == a1111_name:
+            return name
+    raise RetouchError(f"unknown sampler {a1111_name!r} in PNG parameters")

@@ -1,0 +1,175 @@
+"""Automatic edit masks, DiffEdit style (Couairon et al. 2022, "DiffEdit", section 3.2).
+
+Noise the image latents to about t = 0.5 T, predict the noise under the source and the target
+caption, and average ``|eps_target - eps_source|`` over noise draws and channels: the map is high
+where the two captions disagree about the picture. It is then rescaled, smoothed, thresholded,
+cut by the edit's region, dilated, and upsampled to pixels. After the edit, ``refine_mask``
+narrows the pixel mask to what the edit actually changed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from scipy import ndimage
+
+from retouch.errors import RetouchError
+from retouch.io.images import load_image
+from retouch.worlds.shapes64 import Region
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    num_draws: int = 10  # noise draws averaged (DiffEdit's n), batched into one UNet call
+    noise_level: float = 0.5  # DiffEdit's encoding ratio r: the map is taken at t = r * T
+    clip_quantile: float = 0.99  # values above this quantile are clipped before rescaling to [0, 1]
+    smooth_sigma: float = 1.0  # Gaussian smoothing of the map, in latent pixels
+    threshold: float = 0.5  # DiffEdit's binarization threshold on the rescaled map
+    dilate: int = 1  # latent pixels added around the thresholded, region-cut mask
+    change_tau: float = 12.0  # refine_mask: a pixel changed when a channel moved more than this (0-255)
+
+
+@torch.no_grad()
+def difference_map(
+    pipe: StableDiffusionPipeline,
+    latents: torch.Tensor,
+    source_embeds: torch.Tensor,
+    target_embeds: torch.Tensor,
+    generator: torch.Generator | None,
+    config: MaskConfig = MaskConfig(),
+) -> np.ndarray:
+    """DiffEdit's raw map ``mean |eps_target - eps_source|``, (h, w) float at latent resolution.
+
+    With classifier-free guidance the empty-prompt prediction cancels from the difference
+    (``eps_u + g (eps_t - eps_u) - eps_u - g (eps_s - eps_u) = g (eps_t - eps_s)``), and the
+    rescaling removes ``g``, so the conditional predictions alone give DiffEdit's guided map.
+    """
+    # A DDIM scheduler only for its q(x_t | x_0) (diffusers' add_noise); its model input is unscaled.
+    noiser = DDIMScheduler.from_config(pipe.scheduler.config)
+    t = int(config.noise_level * (noiser.config.num_train_timesteps - 1))
+    timestep = torch.tensor([t], device=latents.device)
+    n = config.num_draws
+    z0 = latents.expand(n, -1, -1, -1)  # (n, 4, h, w)
+    noise = randn_tensor(z0.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    noisy = noiser.add_noise(z0, noise, timestep)
+    embeds = torch.cat([source_embeds.expand(n, -1, -1), target_embeds.expand(n, -1, -1)])  # (2n, T, D)
+    eps = pipe.unet(torch.cat([noisy, noisy]), timestep, encoder_hidden_states=embeds).sample
+    eps_source, eps_target = eps.chunk(2)
+    return (eps_target - eps_source).abs().mean(dim=(0, 1)).float().cpu().numpy()  # (h, w)
+
+
+def normalize_map(raw: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:
+    """Clip the extreme values, rescale to [0, 1] (DiffEdit), and smooth; all zeros for a flat map."""
+    clipped = np.minimum(raw, np.quantile(raw, config.clip_quantile))
+    smooth = ndimage.gaussian_filter(clipped, config.smooth_sigma, mode="nearest")
+    low, high = smooth.min(), smooth.max()
+    if high - low <= 1e-8 * max(abs(high), 1e-12):
+        return np.zeros_like(smooth)
+    return (smooth - low) / (high - low)
+
+
+def region_mask(normalized: np.ndarray, region: Region, config: MaskConfig = MaskConfig()) -> np.ndarray:
+    """Cut the thresholded map by the edit's region; (h, w) bool at latent resolution.
+
+    foreground: the strongest connected blob(s) of the map, holes filled.
+    background: everything but the object, which shows as a low hole inside the high map.
+    global: the whole picture.
+    """
+    if region == "global":
+        return np.ones(normalized.shape, dtype=bool)
+    high = normalized > config.threshold
+    if region == "foreground":
+        mask = ndimage.binary_fill_holes(_strongest(high, normalized))
+    else:
+        mask = ~ndimage.binary_fill_holes(_strongest(_away_from_border(~high), 1.0 - normalized))
+    return ndimage.binary_dilation(mask, iterations=config.dilate) if config.dilate else mask
+
+
+def _strongest(mask: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` holding at least half the weight of the heaviest one
+    (the object, or a few objects of like importance; specks of noise drop out)."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    mass = ndimage.sum_labels(weight, labels, index=np.arange(1, count + 1))
+    return np.isin(labels, np.flatnonzero(mass >= 0.5 * mass.max()) + 1)
+
+
+def _away_from_border(mask: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` that do not touch the picture's border."""
+    labels, _ = ndimage.label(mask)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return mask & ~np.isin(labels, border)
+
+
+def upsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(h, w) latent mask -> (h * factor, w * factor) pixel mask: each latent covers factor^2 pixels."""
+    return np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)).astype(bool)
+
+
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W) pixel mask -> (H / factor, W / factor): a latent is edited when any of its pixels is."""
+    h, w = mask.shape[0] // factor, mask.shape[1] // factor
+    return mask[: h * factor, : w * factor].reshape(h, factor, w, factor).any(axis=(1, 3))
+
+
+def refine_mask(
+    coarse: np.ndarray,
+    source: np.ndarray,
+    edited: np.ndarray,
+    region: Region,
+    config: MaskConfig = MaskConfig(),
+) -> np.ndarray:
+    """Narrow a coarse pixel mask (latent cells are ``f`` pixels wide) to the pixels the edit
+    changed, plus for a foreground edit the source object itself (a shape change keeps the
+    object's colour, so its unchanged interior is still part of the edit). Never grows ``coarse``.
+    Returns ``coarse`` when nothing in it changed.
+    """
+    if region == "global":
+        return coarse
+    tau = config.change_tau
+    changed = np.abs(edited.astype(np.int16) - source.astype(np.int16)).max(axis=-1) > tau
+    if region == "foreground":
+        ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
+        if ring.any():  # the object: what differs from the colour around the coarse mask
+            surround = np.median(source[ring], axis=0)
+            changed |= np.abs(source.astype(np.float64) - surround).max(axis=-1) > tau
+    refined = _close(coarse & changed)
+    if region == "foreground":  # a background edit's hole is the object it keeps
+        refined = ndimage.binary_fill_holes(refined)
+    refined &= coarse
+    return refined if refined.any() else coarse
+
+
+def _close(mask: np.ndarray) -> np.ndarray:
+    """Morphological closing (fills 1-px cracks) that leaves the picture's border alone: scipy's
+    erosion treats outside the picture as False and would eat a 1-px frame."""
+    padded = np.pad(mask, 1, mode="edge")
+    return ndimage.binary_closing(padded, iterations=1)[1:-1, 1:-1]
+
+
+def read_mask(path: str | os.PathLike[str], size: tuple[int, int]) -> np.ndarray:
+    """A user's mask PNG (white = edit) as (H, W) bool; ``size`` is the image's (width, height)."""
+    mask = load_image(Path(path), mode="L")
+    if mask.size != size:
+        raise RetouchError(
+            f"the mask {path} is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}; "
+            "draw the mask at the image's size (white = edit, black = keep)"
+        )
+    return mask_from_image(mask)
+
+
+def mask_from_image(mask: Image.Image | np.ndarray) -> np.ndarray:
+    """Greys above half -> True; refuses an empty mask."""
+    values = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
+    binary = values > 127 if values.dtype != bool else values
+    if not binary.any():
+        raise RetouchError("the mask is empty (all black): paint the region to edit white")
+    return binary

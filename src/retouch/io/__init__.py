@@ -1,0 +1,1 @@
+"""Files: images in, PNGs with recipes out, atomic writes."""

@@ -1,0 +1,164 @@
+"""Prompt interpolation: frames along a slerp between two prompts' text embeddings, one seed.
+
+DALL-E 2 (Ramesh et al. 2022, section 3.2 and figure 4) interpolates CLIP embeddings with
+slerp while the decoder's noise stays fixed; here the conditioning is the text encoder's last
+hidden states, slerped token by token, and the initial latents are drawn once from the seed
+(optionally slerped toward a second seed's) so only the text moves from frame to frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from retouch.core.generate import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    _check_arguments,
+    _pipe_name,
+    _scheduler_swapped,
+    default_size,
+    random_seed,
+)
+from retouch.core.prompts import warn_if_truncated
+from retouch.core.schedulers import SchedulerName, make_scheduler
+from retouch.errors import RetouchError
+from retouch.models.loading import LoadedModel
+from retouch.steer.slerp import slerp
+from retouch.steer.strip import contact_strip
+from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
+from retouch.version import __version__
+
+DEFAULT_FRAMES = 9
+
+
+@dataclass
+class InterpolateResult:
+    images: list[Image.Image]  # the frames made, in order
+    recipes: list[dict[str, Any]]  # one per frame; each re-creates its frame alone
+    ts: list[float]  # each frame's position on the path, 0 = prompt A, 1 = prompt B
+    seconds: list[float]  # wall time per frame
+    strip: Image.Image | None = None  # all frames side by side (None when only some were made)
+    strip_recipe: dict[str, Any] = field(default_factory=dict)  # re-creates the strip
+
+
+def frame_positions(frames: int) -> list[float]:
+    """``frames`` evenly spaced positions from 0 to 1 inclusive."""
+    if frames < 2:
+        raise RetouchError(f"an interpolation needs at least 2 frames, got {frames}")
+    return [k / (frames - 1) for k in range(frames)]
+
+
+def interpolate(
+    model: LoadedModel | StableDiffusionPipeline,
+    prompt_a: str,
+    prompt_b: str,
+    frames: int = DEFAULT_FRAMES,
+    seed: int | None = None,
+    noise_seed_b: int | None = None,
+    negative_prompt: str = "",
+    steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    scheduler: SchedulerName = DEFAULT_SCHEDULER,
+    width: int | None = None,
+    height: int | None = None,
+    frame: int | None = None,
+    progress: bool = False,
+) -> InterpolateResult:
+    """Make ``frames`` pictures whose text conditioning slerps from ``prompt_a`` to ``prompt_b``.
+
+    Every frame starts from the initial latents that ``seed`` draws (the ones ``generate`` with
+    that seed starts from), and its sampler draws any further noise from the same generator, so
+    frame 0 equals ``generate(model, prompt_a, seed=seed)`` and the last frame equals
+    ``generate(model, prompt_b, seed=seed)``, bit for bit.
+
+    Args:
+        noise_seed_b: also slerp the initial latents, from ``seed``'s to ``noise_seed_b``'s. An
+            ancestral sampler (``euler-a``) still draws its per-step noise from ``seed``.
+        frame: make only frame ``frame`` (0-based), as a replay of one frame does.
+    """
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
+    pipe = loaded.pipe
+    default_width, default_height = default_size(pipe)
+    width, height = width or default_width, height or default_height
+    seed = random_seed() if seed is None else seed
+    ts = frame_positions(frames)
+    _check_arguments(1, seed, steps, width, height)
+    if noise_seed_b is not None:
+        _check_arguments(1, noise_seed_b, steps, width, height)
+    if frame is not None and not 0 <= frame < frames:
+        raise RetouchError(f"frame must be between 0 and {frames - 1}, got {frame}")
+    for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
+        warn_if_truncated(pipe.tokenizer, prompt_text(text), what)
+
+    embeds_a = encode_weighted_prompt(pipe, prompt_a)  # (1, tokens, dim)
+    embeds_b = encode_weighted_prompt(pipe, prompt_b)
+    negative_embeds = encode_if_weighted(pipe, negative_prompt)
+    scale = pipe.vae_scale_factor
+    latents_shape = (1, pipe.unet.config.in_channels, height // scale, width // scale)  # (1, channels, h, w)
+
+    recipe = {
+        "task": "interpolate",
+        "prompt": f"{prompt_a} -> {prompt_b}",  # for AUTOMATIC1111's parameters text; not read back
+        "prompt_a": prompt_a,
+        "prompt_b": prompt_b,
+        "negative_prompt": negative_prompt,
+        "frames": frames,
+        "seed": seed,
+        "noise_seed_b": noise_seed_b,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "scheduler": scheduler,
+        "width": width,
+        "height": height,
+        "model": loaded.name,
+        **({"model_config": loaded.config} if loaded.config else {}),
+        "retouch_version": __version__,
+    }
+    indices = range(frames) if frame is None else [frame]
+    result = InterpolateResult([], [], [], [])
+    with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
+        for k in indices:
+            start = time.perf_counter()
+            t = ts[k]
+            pipe.set_progress_bar_config(disable=not progress, leave=False, desc=f"frame {k + 1}/{frames}")
+            latents, generator = initial_latents(pipe, latents_shape, seed, embeds_a.dtype)
+            if noise_seed_b is not None:
+                latents_b, _ = initial_latents(pipe, latents_shape, noise_seed_b, embeds_a.dtype)
+                latents = slerp(latents.flatten(), latents_b.flatten(), t).view(latents_shape)
+            output = pipe(
+                prompt_embeds=slerp(embeds_a, embeds_b, t),  # token by token
+                negative_prompt=None if negative_embeds is not None else negative_prompt or None,
+                negative_prompt_embeds=negative_embeds,
+                latents=latents,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                width=width,
+                height=height,
+                generator=generator,
+            )
+            result.images.append(output.images[0])
+            result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={t:.3f})", "frame": k})
+            result.ts.append(t)
+            result.seconds.append(time.perf_counter() - start)
+    if frame is None:
+        result.strip, result.strip_recipe = contact_strip(result.images), recipe
+    return result
+
+
+def initial_latents(
+    pipe: StableDiffusionPipeline, shape: tuple[int, ...], seed: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Generator]:
+    """The latents a ``StableDiffusionPipeline`` call would start from with a generator seeded
+    ``seed``, and that generator, left where the pipeline would leave it after drawing them (so
+    passing both as ``latents=`` and ``generator=`` reproduces the call's sampler noise too)."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    latents = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)
+    return latents, generator

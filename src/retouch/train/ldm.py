@@ -1,0 +1,496 @@
+"""Train a small latent diffusion model from scratch: tokenizer, VAE, text encoder and UNet.
+
+Stages run in order and each is skipped once its output exists, so a re-run resumes where a run
+stopped (within a stage, from its last checkpoint):
+
+1. tokenizer: a word-level CLIP tokenizer over the data's vocabulary;
+2. vae: an ``AutoencoderKL`` with f=4, trained on random crops (convolutions do not care);
+3. latents: the data pre-encoded once (posterior means), and the latent scaling factor;
+4. ldm: ``CLIPTextModel`` and ``UNet2DConditionModel`` trained jointly on epsilon prediction with
+   Min-SNR-gamma loss weighting (Hang et al., 2023), caption dropout for classifier-free guidance
+   and EMA weights;
+5. export: a diffusers folder that ``StableDiffusionPipeline.from_pretrained`` loads.
+
+Works on one process or many under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel, compute_snr
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from retouch.train.checkpoint import load_checkpoint, save_checkpoint
+from retouch.train.data import Source, make_source
+from retouch.train.tokenizer import build_clip_tokenizer
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LDMConfig:
+    """Everything a training run needs; saved as recipe.json beside the model."""
+
+    data: str = "shapes64"  # shapes64 | imagefolder | fashion-mnist
+    data_dir: str | None = None  # folder for imagefolder / fashion-mnist
+    resolution: int = 64  # picture side in pixels (shapes64 is always 64)
+    seed: int = 0
+    max_length: int = 20  # tokenizer length incl. start and end tokens
+    # VAE: f = 2 ** (len(vae_channels) - 1)
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_steps: int = 1000
+    vae_batch_size: int = 64
+    vae_crop: int = 32  # train on random crops of this side
+    vae_lr: float = 1.5e-3
+    vae_kl_weight: float = 1e-6
+    # then the decoder alone on whole pictures (the latents, and so the UNet, are unchanged)
+    decoder_steps: int = 0
+    decoder_batch_size: int = 32
+    decoder_lr: float = 5e-4
+    # pre-encoded latents
+    num_latents: int = 40000
+    # text encoder
+    text_hidden: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    # UNet: cross-attention only at the lower resolutions keeps the 16x16 level cheap
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_attention: tuple[bool, ...] = (False, True, True)
+    unet_heads: int = 8
+    layers_per_block: int = 1
+    unet_steps: int = 3500
+    unet_batch_size: int = 64
+    unet_lr: float = 1e-3
+    warmup_steps: int = 200
+    min_snr_gamma: float = 5.0
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    guidance_scale: float = 4.0  # recommended at inference, written into the model card
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> LDMConfig:
+        raw = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe fields {sorted(unknown)}")
+        for f in fields(cls):
+            if f.name in raw and isinstance(raw[f.name], list):
+                raw[f.name] = tuple(raw[f.name])
+        return cls(**raw)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+@dataclass
+class Trainer:
+    config: LDMConfig
+    output_dir: Path
+    log: Log = print
+    accelerator: Accelerator = field(default_factory=Accelerator)
+    quiet: bool = False
+
+    # ---- helpers ---------------------------------------------------------------------------
+    @property
+    def work(self) -> Path:
+        return self.output_dir / "work"
+
+    def _rng(self, stage: str, step: int) -> np.random.Generator:
+        """Data for (stage, step, process) is a pure function of the seed: resuming replays it."""
+        tag = sum(map(ord, stage))
+        return np.random.default_rng([self.config.seed, tag, step, self.accelerator.process_index])
+
+    def _progress(self, total: int, start: int, desc: str) -> tqdm:
+        return tqdm(total=total, initial=start, desc=desc, disable=self.quiet or not self.accelerator.is_main_process)
+
+    def _record(self, stage: str, row: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.work / f"{stage}_log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    # ---- stages ----------------------------------------------------------------------------
+    def run(self, source: Source | None = None) -> Path:
+        self.work.mkdir(parents=True, exist_ok=True)
+        recipe = self.work / "recipe.json"
+        if recipe.exists() and json.loads(recipe.read_text()) != json.loads(self.config.to_json()):
+            raise ValueError(f"{self.output_dir} holds a run with another recipe; use a new --output")
+        if self.accelerator.is_main_process:
+            recipe.write_text(self.config.to_json())
+        source = source or make_source(self.config.data, self.config.data_dir, self.config.resolution)
+        tokenizer = self.tokenizer(source)
+        vae = self.train_vae(source)
+        latents, captions = self.encode_latents(source, vae)
+        vae = self.finetune_decoder(source, vae)
+        unet, text_encoder = self.train_ldm(latents, captions, tokenizer)
+        return self.export(vae, text_encoder, tokenizer, unet)
+
+    def tokenizer(self, source: Source) -> CLIPTokenizer:
+        folder = self.work / "tokenizer"
+        if self.accelerator.is_main_process and not (folder / "tokenizer_config.json").exists():
+            build_clip_tokenizer(source.vocabulary(), folder, self.config.max_length)
+        self.accelerator.wait_for_everyone()
+        return CLIPTokenizer.from_pretrained(folder)
+
+    def new_vae(self) -> AutoencoderKL:
+        n = len(self.config.vae_channels)
+        return AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=self.config.vae_channels,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=math.gcd(16, *self.config.vae_channels),
+            sample_size=self.config.resolution,
+            mid_block_add_attention=False,
+        )
+
+    def train_vae(self, source: Source) -> AutoencoderKL:
+        c, final = self.config, self.work / "vae"
+        if (final / "config.json").exists():
+            return AutoencoderKL.from_pretrained(final)
+        torch.manual_seed(c.seed)
+        vae = self.new_vae()
+        opt = torch.optim.AdamW(vae.parameters(), lr=c.vae_lr, weight_decay=0.0)
+        sched = get_cosine_schedule_with_warmup(opt, 100, c.vae_steps)
+        start = self._resume("vae", {"vae": vae}, opt, sched)
+        vae, opt = self.accelerator.prepare(_ReconstructKL(vae), opt)
+        bar = self._progress(c.vae_steps, start, "vae")
+        crop = min(c.vae_crop, source.resolution)
+        for step in range(start, c.vae_steps):
+            rng = self._rng("vae", step)
+            images, _ = source.sample(rng, c.vae_batch_size // self.accelerator.num_processes)
+            x0, y0 = rng.integers(0, source.resolution - crop + 1, 2)
+            x = _to_tensor(images[:, y0 : y0 + crop, x0 : x0 + crop])
+            recon, kl = vae(x)
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + c.vae_kl_weight * kl
+            self.accelerator.backward(loss)
+            self.accelerator.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            self._record("vae", {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.vae_steps:
+                self._checkpoint("vae", step + 1, {"vae": self.accelerator.unwrap_model(vae).vae}, opt, sched)
+        bar.close()
+        vae = self.accelerator.unwrap_model(vae).vae
+        if self.accelerator.is_main_process:
+            vae.save_pretrained(final)
+            self.log(f"vae: PSNR {vae_psnr(vae, source, n=256):.2f} dB on 256 fresh pictures")
+        self.accelerator.wait_for_everyone()
+        return AutoencoderKL.from_pretrained(final)
+
+    @torch.no_grad()
+    def encode_latents(self, source: Source, vae: AutoencoderKL) -> tuple[torch.Tensor, list[str]]:
+        c, path = self.config, self.work / "latents.safetensors"
+        if self.accelerator.is_main_process and not path.exists():
+            rng, chunks, captions = np.random.default_rng([c.seed, 7]), [], []
+            for _ in tqdm(range(0, c.num_latents, 256), desc="encode", disable=self.quiet):
+                images, texts = source.sample(rng, 256)
+                chunks.append(vae.encode(_to_tensor(images)).latent_dist.mean)
+                captions += texts
+            latents = torch.cat(chunks)[: c.num_latents]
+            scaling = 1.0 / latents.std().item()
+            save_file({"latents": latents.half().contiguous()}, path.with_suffix(".tmp"))
+            (self.work / "captions.json").write_text(json.dumps(captions[: c.num_latents]))
+            path.with_suffix(".tmp").rename(path)
+            vae.register_to_config(scaling_factor=scaling)
+            vae.save_pretrained(self.work / "vae")
+            self.log(f"latents: {tuple(latents.shape)}, scaling factor {scaling:.4f}")
+        self.accelerator.wait_for_everyone()
+        vae.register_to_config(scaling_factor=AutoencoderKL.load_config(self.work / "vae")["scaling_factor"])
+        captions = json.loads((self.work / "captions.json").read_text())
+        return load_file(path)["latents"].float() * vae.config.scaling_factor, captions
+
+    def finetune_decoder(self, source: Source, vae: AutoencoderKL) -> AutoencoderKL:
+        """Sharpen the decoder on whole pictures with the encoder frozen (as SD's ft-MSE VAE did)."""
+        c, final = self.config, self.work / "vae-decoder"
+        if c.decoder_steps == 0:
+            return vae
+        if (final / "config.json").exists():
+            return AutoencoderKL.from_pretrained(final)
+        vae.requires_grad_(False)
+        decoder = torch.nn.ModuleList([vae.post_quant_conv, vae.decoder])
+        decoder.requires_grad_(True)
+        opt = torch.optim.AdamW(decoder.parameters(), lr=c.decoder_lr, weight_decay=0.0)
+        sched = get_cosine_schedule_with_warmup(opt, 50, c.decoder_steps)
+        start = self._resume("decoder", {"vae": vae}, opt, sched)
+        wrapped, opt = self.accelerator.prepare(_Decode(vae), opt)
+        bar = self._progress(c.decoder_steps, start, "decoder")
+        for step in range(start, c.decoder_steps):
+            per_process = c.decoder_batch_size // self.accelerator.num_processes
+            images, _ = source.sample(self._rng("decoder", step), per_process)
+            x = _to_tensor(images)
+            recon = wrapped(x)
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+            self.accelerator.backward(loss)
+            self.accelerator.clip_grad_norm_(decoder.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            self._record("decoder", {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.decoder_steps:
+                self._checkpoint("decoder", step + 1, {"vae": vae}, opt, sched)
+        bar.close()
+        if self.accelerator.is_main_process:
+            vae.save_pretrained(final)
+            self.log(f"vae decoder: PSNR {vae_psnr(vae, source, n=256):.2f} dB on 256 fresh pictures")
+        self.accelerator.wait_for_everyone()
+        return AutoencoderKL.from_pretrained(final)
+
+    def new_text_encoder(self, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+        c = self.config
+        return CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=c.text_hidden,
+                intermediate_size=4 * c.text_hidden,
+                num_hidden_layers=c.text_layers,
+                num_attention_heads=c.text_heads,
+                max_position_embeddings=c.max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+
+    def new_unet(self, latent_size: int) -> UNet2DConditionModel:
+        c = self.config
+        down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in c.unet_attention)
+        up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(c.unet_attention))
+        return UNet2DConditionModel(
+            sample_size=latent_size,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=down,
+            up_block_types=up,
+            block_out_channels=c.unet_channels,
+            layers_per_block=c.layers_per_block,
+            cross_attention_dim=c.text_hidden,
+            attention_head_dim=c.unet_heads,
+            norm_num_groups=math.gcd(32, *c.unet_channels),
+        )
+
+    def train_ldm(
+        self, latents: torch.Tensor, captions: list[str], tokenizer: CLIPTokenizer
+    ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+        c = self.config
+        torch.manual_seed(c.seed + 1)
+        unet, text_encoder = self.new_unet(latents.shape[-1]), self.new_text_encoder(tokenizer)
+        final = self.work / "ldm.safetensors"
+        if final.exists():
+            _load_pair(load_file(final), unet, text_encoder)
+            return unet, text_encoder
+        noise_scheduler = self.noise_scheduler()
+        params = list(unet.parameters()) + list(text_encoder.parameters())
+        ema = EMAModel(params, decay=c.ema_decay, use_ema_warmup=True, power=3 / 4)
+        opt = torch.optim.AdamW(params, lr=c.unet_lr, betas=(0.9, 0.99), weight_decay=0.01)
+        sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, c.unet_steps)
+        start = self._resume("ldm", {"unet": unet, "text_encoder": text_encoder}, opt, sched, ema)
+        ids = tokenizer(captions, padding="max_length", max_length=c.max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        empty = tokenizer([""], padding="max_length", max_length=c.max_length, return_tensors="pt").input_ids
+        unet, text_encoder, opt = self.accelerator.prepare(unet, text_encoder, opt)
+        bar = self._progress(c.unet_steps, start, "ldm")
+        per_process = c.unet_batch_size // self.accelerator.num_processes
+        for step in range(start, c.unet_steps):
+            g = torch.Generator().manual_seed(int(self._rng("ldm", step).integers(2**62)))
+            idx = torch.randint(0, len(latents), (per_process,), generator=g)
+            x0, tokens = latents[idx], ids[idx].clone()
+            tokens[torch.rand(per_process, generator=g) < c.caption_dropout] = empty[0]
+            noise = torch.randn(x0.shape, generator=g)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (per_process,), generator=g)
+            noisy = noise_scheduler.add_noise(x0, noise, t)
+            hidden = text_encoder(tokens)[0]  # (batch, tokens, text_hidden)
+            pred = unet(noisy, t, hidden).sample
+            snr = compute_snr(noise_scheduler, t)
+            weight = torch.clamp(snr, max=c.min_snr_gamma) / snr  # Min-SNR-gamma, epsilon target
+            loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+            self.accelerator.backward(loss)
+            self.accelerator.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            ema.step(params)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            self._record("ldm", {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.unet_steps:
+                models = {"unet": unet, "text_encoder": text_encoder}
+                self._checkpoint("ldm", step + 1, models, opt, sched, ema)
+        bar.close()
+        unet, text_encoder = self.accelerator.unwrap_model(unet), self.accelerator.unwrap_model(text_encoder)
+        ema.copy_to(params)
+        if self.accelerator.is_main_process:
+            save_file(_pair_state(unet, text_encoder), final)
+        self.accelerator.wait_for_everyone()
+        return unet, text_encoder
+
+    def noise_scheduler(self) -> DDPMScheduler:
+        # Stable Diffusion's schedule, so every SD sampler and editing method applies unchanged
+        return DDPMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            prediction_type="epsilon", clip_sample=False, steps_offset=1,
+        )
+
+    def export(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+               unet: UNet2DConditionModel) -> Path:
+        if self.accelerator.is_main_process:
+            scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler().config)
+            pipe = StableDiffusionPipeline(
+                vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            )
+            pipe.save_pretrained(self.output_dir, safe_serialization=True)
+            (self.output_dir / "recipe.json").write_text(self.config.to_json())
+            defaults = {"guidance_scale": self.config.guidance_scale, "steps": 25}
+            (self.output_dir / "retouch.json").write_text(json.dumps(defaults, indent=2) + "\n")
+            plot_curves(self.work, self.output_dir / "training_curves.png")
+        self.accelerator.wait_for_everyone()
+        return self.output_dir
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def _checkpoint(self, stage: str, step: int, models: dict, opt, sched, ema: EMAModel | None = None) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        weights = {}
+        for name, model in models.items():
+            for k, v in self.accelerator.unwrap_model(model).state_dict().items():
+                weights[f"{name}.{k}"] = v
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        save_checkpoint(self.work / "checkpoints" / stage, step, weights, state)
+
+    def _resume(self, stage: str, models: dict, opt, sched, ema: EMAModel | None = None) -> int:
+        found = load_checkpoint(self.work / "checkpoints" / stage)
+        if found is None:
+            return 0
+        step, weights, state = found
+        for name, model in models.items():
+            prefix = name + "."
+            model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        self.log(f"{stage}: resumed at step {step}")
+        return step
+
+
+class _ReconstructKL(torch.nn.Module):
+    """One forward for the VAE's training step, so DDP sees (and synchronises) the whole graph."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.kl().mean()
+
+
+class _Decode(torch.nn.Module):
+    """decode(encode(x)) with the encoder frozen: posterior means, as inference uses them."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.vae.encode(x).latent_dist.mean
+        return self.vae.decode(z).sample
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(batch, h, w, 3) uint8 -> (batch, 3, h, w) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _pair_state(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    state = {f"unet.{k}": v.contiguous() for k, v in unet.state_dict().items()}
+    state.update({f"text_encoder.{k}": v.contiguous() for k, v in text_encoder.state_dict().items()})
+    return state
+
+
+def _load_pair(state: dict[str, torch.Tensor], unet: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+    unet.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
+    text_encoder.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("text_encoder.")})
+
+
+@torch.no_grad()
+def vae_psnr(vae: AutoencoderKL, source: Source, n: int = 1000, seed: int = 12345) -> float:
+    """Mean PSNR (dB) of decode(encode(x)) over ``n`` fresh pictures, in 8-bit pixels."""
+    rng, total = np.random.default_rng(seed), []
+    for start in range(0, n, 100):
+        images, _ = source.sample(rng, min(100, n - start))
+        recon = vae.decode(vae.encode(_to_tensor(images)).latent_dist.mean).sample
+        pixels = ((recon.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+        mse = ((pixels - images.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+        total += list(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)))
+    return float(np.mean(total))
+
+
+def plot_curves(work: Path, out: Path) -> None:
+    """Training loss curves of every stage, smoothed, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = sorted(work.glob("*_log.jsonl"))
+    fig, axes = plt.subplots(1, max(len(logs), 1), figsize=(5 * max(len(logs), 1), 3.5), squeeze=False)
+    for ax, path in zip(axes[0], logs, strict=False):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        steps = np.array([r["step"] for r in rows])
+        loss = np.array([r["loss"] for r in rows])
+        k = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps, loss, alpha=0.25)
+        ax.plot(steps[k - 1 :], smooth)
+        ax.set_yscale("log")
+        ax.set_title(path.stem.replace("_log", ""))
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def train_ldm_model(config: LDMConfig, output_dir: str | Path, quiet: bool = False, log: Log = print) -> Path:
+    """Python API: train (or resume) a latent diffusion model and write a diffusers folder."""
+    start = time.time()
+    out = Trainer(config, Path(output_dir), log=log, quiet=quiet).run()
+    log(f"trained in {(time.time() - start) / 60:.1f} min: {out}")
+    return out
+
+
+__all__ = ["LDMConfig", "Trainer", "train_ldm_model", "vae_psnr", "plot_curves"]

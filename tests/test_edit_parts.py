@@ -1,0 +1,388 @@
+"""The pieces of `retouch edit`: region rules, masks, conversion, metrics, strength search, the
+judges (the oracle, a tiny random CLIP) and the LLM classifier (against a local HTTP server)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retouch.edit import MaskConfig, edit, masks
+from retouch.edit.judge import clip_judge, make_judge, oracle_judge
+from retouch.edit.layer import composite, feather_alpha
+from retouch.edit.llm import chat_completions_url, llm_region
+from retouch.edit.region import RegionGuess, caption_region, combine, image_evidence
+from retouch.edit.strength import search_strength, strength_for
+from retouch.errors import RetouchError
+from retouch.io.convert import check_size, pad_to_multiple, to_rgb
+from retouch.metrics.masked import masked_metrics, masked_psnr, masked_ssim
+from retouch.models.tiny import tiny_tokenizer
+from retouch.worlds import shapes64 as w
+
+# --- region from captions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["background", "color", "shape", "size", "style"])
+def test_canonical_captions_give_the_region_exactly(kind):
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        pair = w.sample_edit(rng, kind)
+        guess = caption_region(pair.source_caption, pair.target_caption)
+        assert (guess.region, guess.confidence, guess.exact) == (pair.region, 1.0, True)
+        assert guess.evidence["changed"] == [kind]
+
+
+@pytest.mark.parametrize(
+    "source, target, region",
+    [
+        ("a photo of a cat on a sofa", "a photo of a dog on a sofa", "foreground"),
+        ("a red car in the street", "a blue car in the street", "foreground"),
+        ("a woman in a red dress in a field", "a woman in a blue dress in a field", "foreground"),
+        ("a man with a hat on a beach", "a man with a cap on a beach", "foreground"),
+        ("a dog on the beach", "a dog on the snow", "background"),
+        ("a boat on a calm lake", "a boat on a stormy lake", "background"),
+        ("a cup on a wooden table", "a cup on a glass table", "background"),
+        ("a house at night", "a house, sunset", "background"),
+        ("a cat", "a cat, watercolor", "global"),
+        ("a castle on a hill", "a castle on a hill in the style of van gogh", "global"),
+        (
+            "a large red circle on a blue background",
+            "a large red circle on a blue background, pastel",
+            "global",
+        ),
+        (
+            "a large red circle on a blue background",
+            "a small green circle on a blue background",
+            "foreground",
+        ),
+    ],
+)
+def test_general_captions_follow_the_rules(source, target, region):
+    assert caption_region(source, target).region == region
+
+
+@pytest.mark.parametrize("target", ["a red car", "A  Red car", "a red car ", "a red, car"])
+def test_identical_captions_are_refused(target):
+    with pytest.raises(RetouchError, match="name no change.*--region"):
+        caption_region("a red car", target)
+
+
+def test_image_evidence_and_combination():
+    blob = np.zeros((16, 16))
+    blob[5:10, 6:11] = 1.0
+    ring = 1.0 - blob
+    fg, bg = image_evidence(blob), image_evidence(ring)
+    assert fg["border"] == 0.0 and fg["p_background"] < 0.01 and bg["p_background"] > 0.9
+    caption_fg = RegionGuess("foreground", 0.8)
+    assert combine(caption_fg, fg).region == "foreground"
+    assert combine(caption_fg, fg).confidence == pytest.approx(0.6 * 0.8 + 0.4 * (1 - fg["p_background"]), 1e-4)
+    with pytest.raises(RetouchError, match="--region foreground, background or global"):
+        combine(caption_fg, bg)  # the captions say foreground, the map says background: no decision
+    exact = RegionGuess("background", 1.0, exact=True)
+    assert combine(exact, fg).region == "background"  # canonical captions are not overruled
+
+
+# --- masks ----------------------------------------------------------------------------------------
+
+
+def test_region_masks_from_a_synthetic_difference_map():
+    raw = np.full((16, 16), 0.1)
+    raw[4:9, 5:10] = 2.0  # the object, where the captions disagree
+    raw[14, 1] = 1.5  # a speck of noise
+    normalized = masks.normalize_map(raw, masks.MaskConfig(smooth_sigma=0.5))
+    fg = masks.region_mask(normalized, "foreground", masks.MaskConfig(dilate=0))
+    assert fg[4:9, 5:10].all() and not fg[14, 1] and fg.sum() <= 40
+    background_map = masks.normalize_map(2.1 - raw, masks.MaskConfig(smooth_sigma=0.5))
+    bg = masks.region_mask(background_map, "background", masks.MaskConfig(dilate=0))
+    assert not bg[5:8, 6:9].any() and bg[0].all() and bg[:, 0].all() and bg[14, 1]
+    assert masks.region_mask(normalized, "global").all()
+    assert not masks.region_mask(masks.normalize_map(np.ones((8, 8))), "foreground").any()
+
+
+def test_difference_map_finds_where_the_captions_disagree():
+    """A UNet whose noise prediction depends on the caption only inside a blob: DiffEdit's map
+    (one batched call over the noise draws) is that blob, and the foreground mask recovers it."""
+    from types import SimpleNamespace
+
+    from retouch.models.tiny import tiny_components
+
+    blob = torch.zeros((12, 12))
+    blob[3:7, 5:9] = 1.0
+    calls = []
+
+    def unet(x_t, t, encoder_hidden_states):
+        calls.append(x_t.shape[0])
+        caption = encoder_hidden_states.mean(dim=(1, 2))[:, None, None, None]  # (batch, 1, 1, 1)
+        return SimpleNamespace(sample=0.5 * x_t + caption * blob)
+
+    pipe = SimpleNamespace(unet=unet, scheduler=tiny_components()["scheduler"])
+    latents = torch.randn((1, 4, 12, 12), generator=torch.Generator().manual_seed(0))
+    config = masks.MaskConfig(num_draws=3, smooth_sigma=0.5, dilate=0)
+    raw = masks.difference_map(
+        pipe, latents, torch.zeros((1, 2, 8)), torch.ones((1, 2, 8)), torch.Generator().manual_seed(0), config
+    )
+    assert calls == [6] and np.allclose(raw, blob.numpy())  # 2 captions x 3 draws, in one call
+    mask = masks.region_mask(masks.normalize_map(raw, config), "foreground", config)
+    assert np.array_equal(mask, blob.numpy().astype(bool))
+    assert image_evidence(masks.normalize_map(raw, config))["p_background"] < 0.05
+
+
+def test_upsample_downsample_and_user_masks():
+    latent = np.zeros((4, 4), dtype=bool)
+    latent[1, 2] = True
+    pixels = masks.upsample_mask(latent, 4)
+    assert pixels.shape == (16, 16) and pixels.sum() == 16 and pixels[4:8, 8:12].all()
+    assert np.array_equal(masks.downsample_mask(pixels, 4), latent)
+    one_pixel = np.zeros((16, 16), dtype=bool)
+    one_pixel[5, 9] = True
+    assert np.array_equal(masks.downsample_mask(one_pixel, 4), latent)  # any pixel marks its latent
+    with pytest.raises(RetouchError, match="mask is empty"):
+        masks.mask_from_image(Image.new("L", (8, 8)))
+
+
+def test_refine_mask_keeps_changed_pixels_and_the_source_object():
+    scene = w.Scene("blue", "red", "circle", "small", x0=20, y0=20)
+    source = scene.render()
+    target = w.make_edit(scene, "shape", "square").target.render()
+    coarse = np.zeros((64, 64), dtype=bool)
+    coarse[12:48, 12:48] = True
+    refined = masks.refine_mask(coarse, source, target, "foreground")
+    truth = (scene.coverage() > 0) | (w.make_edit(scene, "shape", "square").target.coverage() > 0)
+    iou = (refined & truth).sum() / (refined | truth).sum()
+    assert iou > 0.95 and not (refined & ~coarse).any()
+    recolored = w.make_edit(scene, "background", "green")
+    bg = masks.refine_mask(np.ones((64, 64), dtype=bool), source, recolored.target.render(), "background")
+    assert (bg & recolored.mask).sum() / (bg | recolored.mask).sum() > 0.95
+    assert not bg[26:34, 26:34].any()  # the kept object is not filled in
+
+
+def test_feathered_composite_keeps_far_pixels_bit_for_bit():
+    rng = np.random.default_rng(0)
+    source, edited = rng.integers(0, 256, (2, 20, 24, 3), dtype=np.uint8)
+    mask = np.zeros((20, 24), dtype=bool)
+    mask[5:10, 6:12] = True
+    alpha = feather_alpha(mask, 2)
+    out = composite(source, edited, alpha)
+    assert np.array_equal(out[alpha == 0], source[alpha == 0]) and np.array_equal(out[mask], edited[mask])
+    assert alpha[4, 8] == pytest.approx(2 / 3) and alpha[3, 8] == pytest.approx(1 / 3)  # a linear ramp
+    assert alpha[2, 8] == 0 and alpha[:, :3].max() == 0 and (alpha > 0).sum() < mask.sum() + 90
+
+
+# --- the Blended Latent Diffusion loop, with a denoiser that knows the answer --------------------
+
+
+@pytest.mark.parametrize("scheduler_name", ["ddim", "euler", "dpm++"])
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_blend_loop_lands_on_the_target_inside_and_the_input_outside(scheduler_name, strength):
+    """A perfect denoiser toward ``z_target`` (eps from the model input, which is DDPM's x_t for
+    every scheduler once scale_model_input has run): the loop must end on ``z_target`` inside the
+    mask and on ``z0`` exactly outside it, whatever the noise level it starts from."""
+    from types import SimpleNamespace
+
+    from retouch.core.schedulers import make_scheduler
+    from retouch.edit.blend import blended_latent_diffusion
+    from retouch.models.tiny import tiny_components
+
+    scheduler = make_scheduler(scheduler_name, tiny_components()["scheduler"].config)
+    alphas = scheduler.alphas_cumprod
+    generator = torch.Generator().manual_seed(0)
+    z0, z_target = torch.randn((2, 1, 4, 8, 8), generator=generator)
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[2:6, 1:5] = True
+
+    def unet(x_t, t, encoder_hidden_states):
+        alpha = alphas[int(t)]
+        return SimpleNamespace(sample=(x_t - alpha.sqrt() * z_target) / (1 - alpha).sqrt())
+
+    embeds = torch.zeros((1, 3, 8))
+    z = blended_latent_diffusion(
+        SimpleNamespace(unet=unet), z0, mask, embeds, embeds, scheduler, strength, 10, 7.5, generator
+    )
+    inside = torch.from_numpy(mask)[None, None].expand_as(z)
+    assert torch.equal(z[~inside], z0[~inside])
+    error = (z[inside] - z_target[inside]).abs()
+    assert (z0[inside] - z_target[inside]).abs().mean() > 1.0  # far apart at the start
+    if scheduler_name == "ddim":  # its last step lands on alphas_cumprod[0] < 1, a hair short of x0
+        assert error.mean() < 0.05 and error.max() < 0.25, error.max()
+    else:
+        assert error.max() < 1e-4, error.max()
+
+
+# --- input conversion -----------------------------------------------------------------------------
+
+
+def test_pad_to_multiple_reflects_and_keeps_the_original():
+    pixels = np.arange(7 * 5 * 3, dtype=np.uint8).reshape(7, 5, 3)
+    padded, size = pad_to_multiple(pixels, 4)
+    assert padded.shape == (8, 8, 3) and size == (7, 5) and np.array_equal(padded[:7, :5], pixels)
+    assert np.array_equal(padded[7, :5], pixels[5]) and np.array_equal(padded[:7, 5], pixels[:, 3])
+    tiny, _ = pad_to_multiple(np.zeros((2, 2, 3), np.uint8), 8)  # too small to reflect: edge
+    assert tiny.shape == (8, 8, 3)
+
+
+def test_to_rgb_notes_every_conversion():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    converted = to_rgb(rgba)
+    assert converted.image.getpixel((0, 0)) == (255, 255, 255) and "white" in converted.notes[0]
+    deep = to_rgb(Image.fromarray(np.full((3, 3), 65535, dtype=np.uint16)))
+    assert deep.mode == "I;16" and deep.image.getpixel((0, 0)) == (255, 255, 255)
+    assert to_rgb(Image.new("RGB", (3, 3))).notes == []
+    with pytest.raises(RetouchError, match="2048 pixels on a side"):
+        check_size(2049, 16)
+    with pytest.raises(RetouchError, match="4.0 megapixels"):
+        check_size(2048, 2000)
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def test_masked_metrics_numbers():
+    a = np.zeros((10, 10, 3), dtype=np.uint8)
+    b = a.copy()
+    b[:5] = 10
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[:5] = True
+    assert masked_psnr(a, b, mask) == pytest.approx(10 * math.log10(255**2 / 100))
+    assert masked_psnr(a, b, ~mask) == math.inf and math.isnan(masked_psnr(a, b, np.zeros_like(mask)))
+    assert masked_ssim(a, a, mask) == pytest.approx(1.0)
+    report = masked_metrics(a, b, mask)
+    assert report["inside"]["pixels"] == 50 and report["outside"]["psnr"] == math.inf
+
+
+# --- strength search and judges -------------------------------------------------------------------
+
+
+def test_bisection_finds_the_smallest_strength_that_takes():
+    tried = []
+
+    def run(strength: float) -> float:
+        tried.append(strength)
+        return strength
+
+    strength, result, trace = search_strength(run, lambda s: (s - 0.61, s >= 0.61), steps=25)
+    assert strength == result == strength_for(15, 25) == 0.62  # 15 of 25 steps: the first >= 0.61
+    assert trace[0].strength == 1.0 and trace[0].took and len(trace) <= 6
+    assert all(t.took == (t.strength >= 0.61) for t in trace)
+    never, _, trace = search_strength(run, lambda s: (0.0, False), steps=25)
+    assert never == 1.0 and len(trace) == 1 and not trace[0].took
+
+
+def test_oracle_judge_reads_the_rendered_target():
+    pair = w.make_edit(w.Scene("blue", "red", "circle", "large", x0=10, y0=12), "color", "green")
+    judge = oracle_judge(pair.target_caption)
+    assert judge(Image.fromarray(pair.target.render())) == (1.0, True)
+    score, took = judge(Image.fromarray(pair.source.render()))
+    assert score == 0.8 and not took  # four of five fields match; the colour does not
+    assert make_judge(None, pair.source_caption, pair.target_caption) is not None
+    with pytest.raises(RetouchError, match="--judge PATH"):
+        make_judge(None, "a dog", "a cat")
+
+
+def test_clip_judge_from_a_local_folder(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_tokenizer()
+    special = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    layers = {"hidden_size": 16, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1}
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "max_position_embeddings": 77, **layers, **special},
+        vision_config={"image_size": 32, "patch_size": 8, **layers},
+        projection_dim=8,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        CLIPModel(config).save_pretrained(tmp_path / "clip")
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp_path / "clip")
+    judge = clip_judge(tmp_path / "clip", "a red circle", "a green circle")
+    score, took = judge(Image.new("RGB", (64, 64), (200, 30, 30)))
+    assert -2.0 <= score <= 2.0 and took == (score > 0)
+    assert make_judge(str(tmp_path / "clip"), "a dog", "a cat")(Image.new("RGB", (8, 8)))[1] in (True, False)
+    with pytest.raises(RetouchError, match="cannot load the CLIP judge"):
+        clip_judge(tmp_path / "missing", "a dog", "a cat")
+
+
+# --- the LLM classifier ---------------------------------------------------------------------------
+
+
+class _ChatServer:
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers ``content``."""
+
+    def __init__(self, content: str):
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "body": body})
+                reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(reply.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def chat_server():
+    servers: list[_ChatServer] = []
+
+    def start(content: str) -> _ChatServer:
+        servers.append(_ChatServer(content))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_llm_classifier_asks_a_local_endpoint(chat_server):
+    server = chat_server('```json\n{"region": "background", "confidence": 0.9}\n```')
+    guess = llm_region("a dog on grass", "a dog on sand", server.url)
+    assert (guess.region, guess.confidence, guess.evidence["rule"]) == ("background", 0.9, "llm")
+    request = server.requests[0]
+    assert request["path"] == "/v1/chat/completions"
+    assert "a dog on sand" in request["body"]["messages"][-1]["content"]
+    assert chat_completions_url(server.url + "/v1/") == server.url + "/v1/chat/completions"
+
+
+def test_llm_classifier_errors_are_clear(chat_server):
+    with pytest.raises(RetouchError, match="did not answer"):
+        llm_region("a dog", "a cat", "http://127.0.0.1:9", timeout=2)
+    with pytest.raises(RetouchError, match="no usable answer"):
+        llm_region("a dog", "a cat", chat_server("I think it is the dog").url)
+    with pytest.raises(RetouchError, match="answered region 'sky'"):
+        llm_region("a dog", "a cat", chat_server('{"region": "sky"}').url)
+
+
+def test_llm_classifier_decides_an_edit_through_the_api(chat_server, tiny_model):
+    server = chat_server('{"region": "foreground", "confidence": 0.95}')
+    pixels = np.full((32, 32, 3), (40, 90, 220), dtype=np.uint8)
+    pixels[8:20, 10:22] = (220, 40, 40)
+    result = edit(
+        tiny_model, pixels, "a red box", "a green box", classifier="llm", llm_url=server.url,
+        seed=0, steps=2, mask_config=MaskConfig(num_draws=2),
+    )  # fmt: skip
+    evidence = result.report["region_evidence"]
+    assert len(server.requests) == 1 and evidence["captions"]["rule"] == "llm"
+    assert result.report["region"] == evidence["captions"]["region"] == "foreground"
+    assert result.recipe["region"] == "foreground"  # a replay needs no endpoint
+    with pytest.raises(RetouchError, match="--llm-url"):
+        edit(tiny_model, pixels, "a red box", "a green box", classifier="llm")

@@ -1,0 +1,101 @@
+"""`retouch interpolate`, `retouch style`, `generate --style`, their batch tasks and replays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retouch.batch import replay, run_batch
+from retouch.cli import main
+from retouch.io.png import read_recipe
+from retouch.models.tiny import save_tiny_pipeline
+
+PROMPT = "a large red circle on a blue background, pastel"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(save_tiny_pipeline(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> dict:
+    assert main(["--json", "--quiet", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _pixels(path: str | Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_interpolate_writes_frames_strip_and_gif(model_dir: str, tmp_path: Path, capsys) -> None:
+    out = _run(
+        capsys, "interpolate", "a red circle", "a green square", "--frames", "3", "--seed", "4",
+        "--steps", "2", "--model", model_dir, "--output", str(tmp_path),
+    )  # fmt: skip
+    assert [Path(f).name for f in out["frames"]] == [f"00000-4-{k:02d}.png" for k in range(3)]
+    assert Path(out["strip"]).name == "00000-4-strip.png"
+    with Image.open(out["gif"]) as gif:
+        assert gif.n_frames == 3
+    frame = read_recipe(out["frames"][1])
+    assert (frame["task"], frame["frame"], frame["prompt_b"]) == ("interpolate", 1, "a green square")
+    result = replay(out["frames"][1], tmp_path / "replayed.png")
+    assert result.identical
+
+
+def test_style_single_and_sweep(model_dir: str, tmp_path: Path, capsys) -> None:
+    common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]
+    single = _run(capsys, "style", PROMPT, "--style", "pastel", "--strength", "0.4", *common)
+    recipe = read_recipe(single["files"][0])
+    assert (recipe["task"], recipe["style"], recipe["strength"], recipe["direction"]) == (
+        "style", "pastel", 0.4, "prompt"
+    )  # fmt: skip
+    assert replay(single["files"][0], tmp_path / "replayed.png").identical
+
+    sweep = _run(capsys, "style", PROMPT, "--style", "pastel", "--sweep=-0.2:0.2:3", *common)
+    assert sweep["strengths"] == [-0.2, 0.0, 0.2]
+    assert len(sweep["files"]) == 3 and Path(sweep["grid"]).name.endswith("-sweep.png")
+    assert replay(sweep["grid"], tmp_path / "grid-replayed.png").identical
+
+    plain = _run(capsys, "generate", PROMPT, *common)
+    assert np.array_equal(_pixels(sweep["files"][1]), _pixels(plain["files"][0]))  # theta = 0
+    styled = _run(capsys, "generate", PROMPT, "--style", "pastel", "--style-strength", "0.4", *common)
+    assert np.array_equal(_pixels(styled["files"][0]), _pixels(single["files"][0]))
+    assert styled["recipes"][0]["task"] == "style"
+
+
+def test_bad_input_exits_2(model_dir: str, tmp_path: Path, capsys) -> None:
+    common = ["--seed", "4", "--steps", "1", "--model", model_dir, "--output", str(tmp_path)]
+    assert main(["style", PROMPT, "--style", "watercolor", *common]) == 2
+    assert "'watercolor' is not in the prompt" in capsys.readouterr().err
+    assert main(["interpolate", "a", "b", "--frames", "1", *common]) == 2
+    assert "at least 2 frames" in capsys.readouterr().err
+    assert main(["style", PROMPT, "--style", "pastel", "--sweep", "0:1", *common]) == 2
+    assert main(["generate", PROMPT, "--style-strength", "0.3", *common]) == 2
+    assert "--style-strength needs --style" in capsys.readouterr().err
+
+
+def test_batch_tasks(model_dir: str, tmp_path: Path) -> None:
+    jobs = [
+        {"id": "st", "task": "style", "prompt": PROMPT, "style": "pastel", "direction": "phrase",
+         "strength": 0.25, "seed": 3, "steps": 2},
+        {"id": "it", "task": "interpolate", "prompt_a": "a red circle", "prompt_b": "a blue star",
+         "frames": 3, "seed": 3, "steps": 2},
+        {"id": "bad", "task": "style", "prompt": "a red circle", "style": "pastel", "seed": 3, "steps": 1},
+    ]  # fmt: skip
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text("\n".join(json.dumps(job) for job in jobs))
+    out = tmp_path / "out"
+    summary = run_batch(jobs_file, out, model_dir)
+    assert (summary.count("ok"), summary.failed) == (2, 1)
+    assert read_recipe(out / "st.png")["strength"] == 0.25
+    assert {p.name for p in out.glob("it*.png")} == {"it.png", "it_0.png", "it_1.png", "it_2.png"}
+    report = json.loads((out / "it.json").read_text())
+    assert report["images"] == ["it.png", "it_0.png", "it_1.png", "it_2.png"]
+    assert report["ts"] == [0.0, 0.5, 1.0]
+    assert read_recipe(out / "it_2.png")["frame"] == 2
+    assert "'pastel' is not in the prompt" in json.loads((out / "bad.error.json").read_text())["error"]
+    assert replay(out / "it_1.png", tmp_path / "frame.png").identical

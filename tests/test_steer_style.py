@@ -1,0 +1,115 @@
+"""Style strength: theta = 0 is the plain generation bit for bit; the phrase must be there."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from retouch.core.generate import generate
+from retouch.errors import RetouchError
+from retouch.models.tiny import tiny_pipeline
+from retouch.steer.style import (
+    parse_sweep,
+    remove_phrase,
+    style_direction,
+    style_embeddings,
+    style_sweep,
+    stylize,
+)
+
+PROMPT = "a large red circle on a blue background, pastel"
+FAST = {"seed": 7, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+def _pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "phrase", "expected"),
+    [
+        (PROMPT, "pastel", "a large red circle on a blue background"),
+        ("pastel, a red circle", "pastel", "a red circle"),
+        ("a red, Pastel, circle", "pastel", "a red, circle"),
+        ("a red  circle   in oil painting style", "oil painting", "a red circle in style"),
+        ("a pastel", "a pastel", ""),
+    ],
+)
+def test_remove_phrase(prompt: str, phrase: str, expected: str) -> None:
+    assert remove_phrase(prompt, phrase) == expected
+
+
+def test_phrase_not_in_prompt_is_an_error_naming_it(pipe) -> None:
+    with pytest.raises(RetouchError, match="'watercolor' is not in the prompt"):
+        remove_phrase(PROMPT, "watercolor")
+    with pytest.raises(RetouchError, match="'past' is not in the prompt"):
+        remove_phrase(PROMPT, "past")  # whole words only
+    with pytest.raises(RetouchError, match="watercolor"):
+        stylize(pipe, PROMPT, "watercolor", 0.5, **FAST)
+    with pytest.raises(RetouchError, match="empty"):
+        style_direction(pipe, PROMPT, " ", "phrase")
+    with pytest.raises(RetouchError, match="unknown style direction"):
+        stylize(pipe, PROMPT, "pastel", 0.5, "sideways", **FAST)  # type: ignore[arg-type]
+
+
+def test_zero_strength_is_the_plain_encoding(pipe) -> None:
+    plain, _ = pipe.encode_prompt(PROMPT, pipe.device, 1, False)
+    for direction in ("prompt", "phrase"):
+        assert torch.equal(style_embeddings(pipe, PROMPT, "pastel", 0.0, direction), plain)
+    v = style_direction(pipe, PROMPT, "pastel", "prompt")
+    torch.testing.assert_close(style_embeddings(pipe, PROMPT, "pastel", 1.0), plain + v)
+
+
+@pytest.mark.parametrize("scheduler", ["euler-a", "ddim"])
+def test_zero_strength_is_plain_generate_bit_for_bit(pipe, scheduler: str) -> None:
+    plain = _pixels(generate(pipe, PROMPT, scheduler=scheduler, **FAST))
+    zero = stylize(pipe, PROMPT, "pastel", 0.0, scheduler=scheduler, **FAST)
+    assert np.array_equal(_pixels(zero), plain)
+    assert zero.recipes[0]["task"] == "style"
+    assert zero.recipes[0]["strength"] == 0.0
+    zero_phrase = stylize(pipe, "a red circle", "pastel", 0.0, "phrase", scheduler=scheduler, **FAST)
+    plain_phrase = generate(pipe, "a red circle", scheduler=scheduler, **FAST)
+    assert np.array_equal(_pixels(zero_phrase), _pixels(plain_phrase))
+    stronger = stylize(pipe, PROMPT, "pastel", 0.75, scheduler=scheduler, **FAST)
+    assert not np.array_equal(_pixels(stronger), plain)
+
+
+def test_strength_outside_the_range_warns(pipe, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="retouch"):
+        style_embeddings(pipe, PROMPT, "pastel", 1.5)
+        assert not caplog.records
+        style_embeddings(pipe, PROMPT, "pastel", 2.5)
+    assert "style strength 2.5 is outside [-1, 2]" in caplog.text
+
+
+def test_long_prompt_warns_naming_the_cut_words(pipe, caplog: pytest.LogCaptureFixture) -> None:
+    long_prompt = " ".join(["red"] * 75 + ["green", "star", "pastel"])
+    with caplog.at_level(logging.WARNING, logger="retouch"):
+        stylize(pipe, long_prompt, "red", 0.2, seed=1, steps=1)
+    assert "cut off: 'green star pastel'" in caplog.text
+
+
+def test_parse_sweep() -> None:
+    assert parse_sweep("-0.5:1:7") == [-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0]
+    assert parse_sweep("0.3:0.3:1") == [0.3]
+    for bad in ("0:1", "a:1:3", "0:1:0"):
+        with pytest.raises(RetouchError):
+            parse_sweep(bad)
+
+
+def test_sweep_grid_and_frames(pipe) -> None:
+    sweep = style_sweep(pipe, PROMPT, "pastel", "0:0.5:3", seed=7, steps=2)
+    assert sweep.strengths == [0.0, 0.25, 0.5]
+    width, height = sweep.images[0].size
+    assert sweep.grid.size == (3 * width + 2 * 2, height)
+    assert "strength" not in sweep.grid_recipe and sweep.grid_recipe["sweep"] == "0:0.5:3"
+    assert [r["strength"] for r in sweep.recipes] == [0.0, 0.25, 0.5]
+    assert np.array_equal(np.asarray(sweep.images[0]), _pixels(generate(pipe, PROMPT, **FAST)))

@@ -1,0 +1,133 @@
+"""`retouch train model` on tiny networks: the output loads in plain diffusers, a kill -9 resumes
+to the same weights, and two CPU processes under `accelerate launch` train together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+from transformers import CLIPTokenizer
+
+from retouch.cli import main
+from retouch.worlds import shapes64
+
+TINY = {
+    "vae_channels": [8, 8, 8], "vae_steps": 4, "vae_batch_size": 4, "vae_crop": 16, "num_latents": 64,
+    "decoder_steps": 2, "decoder_batch_size": 2,
+    "text_hidden": 16, "text_layers": 1, "text_heads": 2, "unet_channels": [8, 16, 16], "unet_heads": 2,
+    "unet_steps": 6, "unet_batch_size": 4, "checkpoint_every": 2, "warmup_steps": 2,
+}
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_train_model_writes_a_diffusers_folder(recipe: Path, tmp_path: Path, capsys):
+    out = tmp_path / "model"
+    assert main(["--quiet", "train", "model", "--recipe", str(recipe), "--output", str(out)]) == 0
+    pipe = StableDiffusionPipeline.from_pretrained(out)  # plain diffusers, no retouch code
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    assert tokenizer.tokenize("a large red circle on an orange background, pastel") == [
+        w + "</w>" for w in "a large red circle on an orange background , pastel".split()
+    ]
+    image = pipe("a small blue square on a red background", num_inference_steps=2, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (64, 64, 3)
+    assert pipe.vae.config.scaling_factor != 0.18215  # measured on the pre-encoded latents
+    assert (out / "training_curves.png").stat().st_size > 1000
+    assert json.loads((out / "recipe.json").read_text())["unet_steps"] == 6
+    # a second run into the same folder needs --resume
+    assert main(["train", "model", "--recipe", str(recipe), "--output", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_kill_9_then_resume_gives_the_same_weights(recipe: Path, tmp_path: Path):
+    straight = tmp_path / "straight"
+    assert main(["--quiet", "train", "model", "--recipe", str(recipe), "--output", str(straight)]) == 0
+
+    crashed = tmp_path / "crashed"
+    cmd = [sys.executable, "-m", "retouch", "--quiet", "train", "model", "--recipe", str(recipe),
+           "--output", str(crashed)]
+    proc = subprocess.Popen(cmd, env=_env())
+    latest = crashed / "work" / "checkpoints" / "ldm" / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.exists(), "the run ended before its first LDM checkpoint"
+    assert not (crashed / "work" / "ldm.safetensors").exists()
+
+    resumed = subprocess.run(cmd + ["--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "ldm: resumed at step" in resumed.stdout
+    a, b = load_file(straight / "work" / "ldm.safetensors"), load_file(crashed / "work" / "ldm.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_accelerate_launch_two_cpu_processes(recipe: Path, tmp_path: Path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "retouch", "--quiet", "train", "model", "--recipe", str(recipe), "--output", str(out)]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "model_index.json").exists()
+    rows = [json.loads(line) for line in (out / "work" / "ldm_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))  # logged once, by the main process
+    StableDiffusionPipeline.from_pretrained(out)
+
+
+def test_imagefolder_and_fashion_mnist_sources(tmp_path: Path):
+    import gzip
+
+    import numpy as np
+    from PIL import Image
+
+    from retouch.train.data import fashion_mnist_source, imagefolder_source
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        scene = shapes64.sample_scene(rng)
+        Image.fromarray(scene.render()).resize((80, 60)).save(folder / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": scene.caption()}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    source = imagefolder_source(folder, resolution=32)
+    images, captions = source.sample(rng, 5)
+    assert images.shape == (5, 32, 32, 3) and all(c in [json.loads(r)["text"] for r in rows] for c in captions)
+
+    fm = tmp_path / "fm"
+    fm.mkdir()
+    pixels = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    header = b"\x00\x00\x08\x03" + b"".join(int(n).to_bytes(4, "big") for n in pixels.shape)
+    (fm / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + pixels.tobytes()))
+    labels = np.array([7, 0, 9, 3], dtype=np.uint8)
+    (fm / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (4).to_bytes(4, "big")
+                                                                  + labels.tobytes()))
+    source = fashion_mnist_source(fm, resolution=32)
+    assert source.images.shape == (4, 32, 32, 3)
+    assert source.captions == ["a photo of a sneaker", "a photo of a t-shirt", "a photo of an ankle boot",
+                               "a photo of a dress"]
+    with pytest.raises(FileNotFoundError, match="Fashion-MNIST"):
+        fashion_mnist_source(tmp_path / "nowhere")
