@@ -8,10 +8,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.cli.common import add_global_flags, add_model_arguments, add_sampling_arguments, emit
 from retouch.cli.style import add_style_arguments
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
-from retouch.core.schedulers import SCHEDULER_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,28 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Generate images from a text prompt. Each PNG carries its recipe (see 'retouch replay').",
     )
     parser.add_argument("prompt", help="what to draw, e.g. 'a large red circle on a blue background'")
-    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
     parser.add_argument("--num-images", type=int, default=1, help="images to make; image i uses seed + i")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
-    parser.add_argument(
-        "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default: {DEFAULT_STEPS})"
-    )
-    parser.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=DEFAULT_GUIDANCE_SCALE,
-        help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
-    )
-    parser.add_argument(
-        "--scheduler",
-        choices=SCHEDULER_NAMES,
-        default=DEFAULT_SCHEDULER,
-        help=f"sampler (default: {DEFAULT_SCHEDULER})",
-    )
-    parser.add_argument("--width", type=int, default=None, help="pixels (default: the model's training size)")
-    parser.add_argument(
-        "--height", type=int, default=None, help="pixels (default: the model's training size)"
-    )
+    add_sampling_arguments(parser)
     parser.add_argument(
         "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
     )
