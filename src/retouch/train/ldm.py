@@ -82,7 +82,11 @@ class LDMConfig:
     unet_batch_size: int = 64
     unet_lr: float = 1e-3
     warmup_steps: int = 200
-    min_snr_gamma: float = 5.0
+    # Zero terminal SNR with v-prediction (Lin et al., 2024): with SD's schedule the last noisy latent
+    # still leaks the picture's mean colour, so a model learns colour from the leak instead of the text
+    prediction_type: str = "v_prediction"  # or "epsilon"
+    zero_terminal_snr: bool = True
+    min_snr_gamma: float = 0.0  # Min-SNR-gamma weighting (Hang et al., 2023) for epsilon; 0 = off
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 200
@@ -330,9 +334,12 @@ class Trainer:
             noisy = noise_scheduler.add_noise(x0, noise, t)
             hidden = text_encoder(tokens)[0]  # (batch, tokens, text_hidden)
             pred = unet(noisy, t, hidden).sample
-            snr = compute_snr(noise_scheduler, t)
-            weight = torch.clamp(snr, max=c.min_snr_gamma) / snr  # Min-SNR-gamma, epsilon target
-            loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+            target = noise if c.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, t)
+            per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+            if c.min_snr_gamma > 0:
+                snr = compute_snr(noise_scheduler, t)
+                per_sample = per_sample * torch.clamp(snr, max=c.min_snr_gamma) / snr
+            loss = per_sample.mean()
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -354,10 +361,14 @@ class Trainer:
         return unet, text_encoder
 
     def noise_scheduler(self) -> DDPMScheduler:
-        # Stable Diffusion's schedule, so every SD sampler and editing method applies unchanged
+        # Stable Diffusion's betas; with zero_terminal_snr rescaled as in SD 2.x-style fixes, sampled
+        # with "trailing" timesteps so that inference starts from the pure-noise step
+        c = self.config
         return DDPMScheduler(
             num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-            prediction_type="epsilon", clip_sample=False, steps_offset=1,
+            prediction_type=c.prediction_type, clip_sample=False, steps_offset=1,
+            rescale_betas_zero_snr=c.zero_terminal_snr,
+            timestep_spacing="trailing" if c.zero_terminal_snr else "leading",
         )
 
     def export(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
