@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from retouch.core.generate import GenerateResult, generate
     from retouch.core.schedulers import SCHEDULER_NAMES
+    from retouch.edit.imagic import ImagicResult, imagic
     from retouch.errors import RetouchError
     from retouch.io.images import load_image
     from retouch.io.png import read_recipe, save_png
@@ -50,6 +51,8 @@ _EXPORTS = {
     "GenerateResult": "retouch.core.generate",
     "generate": "retouch.core.generate",
     "SCHEDULER_NAMES": "retouch.core.schedulers",
+    "ImagicResult": "retouch.edit.imagic",
+    "imagic": "retouch.edit.imagic",
     "RetouchError": "retouch.errors",
     "load_image": "retouch.io.images",
     "read_recipe": "retouch.io.png",
@@ -69,6 +72,7 @@ __all__ = [
     "SCHEDULER_NAMES",
     "BatchSummary",
     "GenerateResult",
+    "ImagicResult",
     "InterpolateResult",
     "LoadedModel",
     "ReplayResult",
@@ -81,6 +85,7 @@ __all__ = [
     "default_registry",
     "encode_weighted_prompt",
     "generate",
+    "imagic",
     "interpolate",
     "load_image",
     "load_model",

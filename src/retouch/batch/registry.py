@@ -83,6 +83,7 @@ class TaskRegistry:
 def default_registry() -> TaskRegistry:
     """A registry holding every built-in task. New tasks are added here."""
     from retouch.batch.edit_tasks import edit_task
+    from retouch.batch.imagic_tasks import imagic_task
     from retouch.batch.steer_tasks import interpolate_task, style_task
     from retouch.batch.tasks import generate_task
 
@@ -91,4 +92,5 @@ def default_registry() -> TaskRegistry:
     registry.register("style", style_task)
     registry.register("interpolate", interpolate_task)
     registry.register("edit", edit_task)
+    registry.register("imagic", imagic_task)
     return registry

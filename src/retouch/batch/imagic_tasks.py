@@ -1,0 +1,89 @@
+"""Batch task ``imagic``: a JSON job -> ``retouch.edit.imagic.imagic``.
+
+Writes ``{id}.png`` (the edit, whose recipe holds the eta and seed chosen, so it replays without
+a sweep) and the report ``{id}.json`` (stages, cache status, the eta sweep and the choice).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from retouch.batch.registry import TaskContext, TaskOutput
+from retouch.batch.tasks import check_fields, check_model, get
+from retouch.core.generate import DEFAULT_GUIDANCE_SCALE
+from retouch.edit.api import pixels_sha256
+from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, DEFAULT_STEPS, imagic
+from retouch.errors import RetouchError
+from retouch.io.convert import read_input_image
+
+IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "image": str,
+    "target": str,
+    "eta": (int, float, str),  # a number in [0, 2] or "auto"
+    "seed": int,
+    "seeds": int,  # eta "auto": seeds tried per eta
+    "tune": str,  # "lora" or "full"
+    "embed_steps": int,
+    "tune_steps": int,
+    "lr_embed": (int, float),
+    "lr_tune": (int, float),
+    "lora_rank": int,
+    "batch_size": int,
+    "train_seed": int,
+    "steps": int,
+    "guidance_scale": (int, float),
+    "scheduler": str,
+    "cache": str,  # the cache folder of stages A and B
+    "judge": str,  # eta "auto": "oracle" or a CLIP model folder
+    "source": str,  # eta "auto" with a CLIP judge: a caption of the input
+    # written by recipes:
+    "prompt": str,  # the target caption, for AUTOMATIC1111's parameters text; not read
+    "width": int,
+    "height": int,
+    "image_sha256": str,
+}
+
+
+def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
+    """``{"task": "imagic", "image", "target", "eta", "seed", ...}``: missing fields take the defaults."""
+    check_fields(job, "imagic", IMAGIC_FIELDS)
+    check_model(ctx, job)
+    for name in ("image", "target"):
+        if name not in job:
+            raise RetouchError(f"an imagic job needs {name!r}")
+    _check_input_unchanged(job)
+    result = imagic(
+        ctx.model,
+        job["image"],
+        job["target"],
+        eta=get(job, "eta", DEFAULT_ETA),
+        seed=job.get("seed"),
+        seeds=get(job, "seeds", 1),
+        tune=get(job, "tune", "lora"),
+        embed_steps=job.get("embed_steps"),
+        tune_steps=job.get("tune_steps"),
+        lr_embed=job.get("lr_embed"),
+        lr_tune=job.get("lr_tune"),
+        lora_rank=job.get("lora_rank"),
+        batch_size=job.get("batch_size"),
+        train_seed=get(job, "train_seed", 0),
+        steps=get(job, "steps", DEFAULT_STEPS),
+        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
+        cache_dir=job.get("cache"),
+        judge=job.get("judge"),
+        source=job.get("source"),
+        progress=ctx.progress,
+    )
+    return TaskOutput([result.image], [result.recipe], result.recipe, result.report)
+
+
+def _check_input_unchanged(job: dict[str, Any]) -> None:
+    """A recipe's input must still be the picture it was made from."""
+    if job.get("image_sha256") is None:
+        return
+    source = read_input_image(job["image"]).image
+    if pixels_sha256(np.asarray(source)) != job["image_sha256"]:
+        raise RetouchError(f"{job['image']} changed since the recipe was written; its pixels differ")

@@ -1,0 +1,226 @@
+"""Imagic on a tiny random model: stages A and B, LoRA and full tuning, the cache, eta, auto eta."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image
+
+from retouch.edit.imagic import (
+    ETA_GRID,
+    ImagicConfig,
+    diffusion_loss,
+    imagic,
+    interpolate_embeddings,
+    lora_parameters,
+    optimize_embedding,
+    reconstruction_loss,
+    training_scheduler,
+    tune_unet,
+    tuned_unet,
+)
+from retouch.edit.latents import encode, text_embeddings
+from retouch.errors import RetouchError
+
+TARGET = "a large red circle on a blue background"
+FAST = {"embed_steps": 3, "tune_steps": 3, "batch_size": 1, "steps": 2}  # every code path, little time
+
+
+@pytest.fixture(scope="module")
+def picture() -> np.ndarray:
+    """(32, 32, 3) uint8: a red disc on blue, the tiny model's size."""
+    y, x = np.mgrid[:32, :32]
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[...] = (40, 90, 220)
+    image[(x - 16) ** 2 + (y - 16) ** 2 < 100] = (220, 40, 40)
+    return image
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(tiny_model, picture):
+    pipe = tiny_model.pipe
+    latents = encode(pipe, picture)  # (1, 4, 16, 16)
+    target_embeds, _ = text_embeddings(pipe, TARGET, 1.0)  # (1, 77, 32)
+    return pipe, training_scheduler(pipe), latents, target_embeds.float()
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_stage_a_lowers_the_reconstruction_loss(stage_inputs):
+    pipe, noise_scheduler, latents, target_embeds = stage_inputs
+    before_weights = _state(pipe.unet)
+    config = ImagicConfig(embed_steps=12, lr_embed=5e-2, batch_size=2)
+    optimized, losses = optimize_embedding(pipe.unet, noise_scheduler, latents, target_embeds, config)
+    before = reconstruction_loss(pipe.unet, noise_scheduler, latents, target_embeds, seed=2)
+    after = reconstruction_loss(pipe.unet, noise_scheduler, latents, optimized, seed=2)
+    assert optimized.shape == target_embeds.shape == (1, 77, 32)
+    assert len(losses) == 12
+    assert after < before, (before, after)
+    assert before == pytest.approx(1.1571, abs=0.05)  # checked once: the random model's loss
+    # the UNet was frozen and is left as it was (weights, gradients, mode, checkpointing)
+    assert all(torch.equal(v, before_weights[k]) for k, v in pipe.unet.state_dict().items())
+    assert all(p.grad is None for p in pipe.unet.parameters())
+    assert not pipe.unet.training and not pipe.unet.is_gradient_checkpointing
+
+
+def test_v_prediction_models_learn_the_velocity(stage_inputs):
+    """The bundled model predicts v (with zero terminal SNR): the loss's target follows the scheduler."""
+    pipe, _, latents, target_embeds = stage_inputs
+    noise_scheduler = DDPMScheduler.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction", rescale_betas_zero_snr=True
+    )
+    generator = torch.Generator().manual_seed(0)
+    x0 = latents.expand(2, -1, -1, -1)
+    with torch.no_grad():
+        loss = diffusion_loss(pipe.unet, noise_scheduler, latents, target_embeds, generator, 2)
+        generator = torch.Generator().manual_seed(0)  # the same draws, by hand
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, 1000, (2,), generator=generator)
+        prediction = pipe.unet(noise_scheduler.add_noise(x0, noise, t), t, target_embeds.expand(2, -1, -1)).sample
+    velocity = noise_scheduler.get_velocity(x0, noise, t)
+    assert float(loss) == pytest.approx(float(torch.nn.functional.mse_loss(prediction, velocity)), rel=1e-6)
+    assert float(loss) != pytest.approx(float(torch.nn.functional.mse_loss(prediction, noise)), rel=1e-3)
+
+
+def test_lora_tuning_changes_only_the_adapters(stage_inputs):
+    pipe, noise_scheduler, latents, target_embeds = stage_inputs
+    base = _state(pipe.unet)
+    config = ImagicConfig(tune="lora", tune_steps=4, lr_tune=1e-2, lora_rank=4, batch_size=1)
+    with tuned_unet(pipe, config) as unet:
+        assert unet is pipe.unet
+        initial = {id(p): p.detach().clone() for p in lora_parameters(unet)}
+        assert initial, "the LoRA adapter was added to to_q/to_k/to_v/to_out.0"
+        losses, optimizer = tune_unet(unet, noise_scheduler, latents, target_embeds, config)
+        assert len(losses) == 4 and optimizer == "Adam"
+        assert any(not torch.equal(p, initial[id(p)]) for p in lora_parameters(unet))
+        for name, value in unet.state_dict().items():
+            if "lora_" not in name:  # peft renames wrapped layers: base_layer.weight
+                assert torch.equal(value, base[name.replace(".base_layer", "")]), name
+    assert not lora_parameters(pipe.unet)  # adapter removed: the pipeline is as it was
+    assert set(pipe.unet.state_dict()) == set(base)
+    assert all(torch.equal(v, base[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_full_tuning_trains_a_copy(stage_inputs):
+    pipe, noise_scheduler, latents, target_embeds = stage_inputs
+    base = _state(pipe.unet)
+    config = ImagicConfig(tune="full", tune_steps=2, lr_tune=1e-3, batch_size=1)
+    with tuned_unet(pipe, config) as unet:
+        assert unet is not pipe.unet
+        tune_unet(unet, noise_scheduler, latents, target_embeds, config)
+        changed = sum(not torch.equal(v, base[k]) for k, v in unet.state_dict().items())
+    assert changed > len(base) // 2
+    assert all(torch.equal(v, base[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_full_tune_end_to_end(tiny_model, picture, tmp_path):
+    result = imagic(tiny_model, picture, TARGET, eta=0.5, seed=1, tune="full", cache_dir=tmp_path, **FAST)
+    assert result.report["config"]["tune"] == "full"
+    assert result.report["stages"]["tune"]["loss_after"] < result.report["stages"]["tune"]["loss_before"] + 1.0
+    assert list(tmp_path.glob("tune-*/weights.safetensors"))
+    again = imagic(tiny_model, picture, TARGET, eta=0.5, seed=1, tune="full", cache_dir=tmp_path, **FAST)
+    assert again.report["cache"] == "hit"
+    assert np.array_equal(np.asarray(result.image), np.asarray(again.image))
+
+
+def test_cache_hit_skips_stages_a_and_b_with_identical_output(tiny_model, picture, tmp_path):
+    first = imagic(tiny_model, picture, TARGET, eta=0.7, seed=3, cache_dir=tmp_path, **FAST)
+    second = imagic(tiny_model, picture, TARGET, eta=0.7, seed=3, cache_dir=tmp_path, **FAST)
+    assert first.report["cache"] == "miss" and second.report["cache"] == "hit"
+    assert first.report["stages"]["embed"]["cached"] is False
+    assert second.report["stages"]["embed"]["cached"] is True and second.report["stages"]["tune"]["cached"] is True
+    assert np.array_equal(np.asarray(first.image), np.asarray(second.image))
+    assert second.report["stages"]["embed"]["losses"] == first.report["stages"]["embed"]["losses"]
+    trained = first.report["timings"]["embed_s"] + first.report["timings"]["tune_s"]
+    cached = second.report["timings"]["embed_s"] + second.report["timings"]["tune_s"]
+    assert cached < trained
+    # another eta, another seed: still a hit; another tuning setting: stage A reused, B recomputed
+    assert imagic(tiny_model, picture, TARGET, eta=0.2, seed=9, cache_dir=tmp_path, **FAST).report["cache"] == "hit"
+    other = imagic(tiny_model, picture, TARGET, eta=0.2, seed=9, cache_dir=tmp_path, lora_rank=2, **FAST)
+    assert other.report["cache"] == "partial"
+    off = imagic(tiny_model, picture, TARGET, eta=0.7, seed=3, use_cache=False, **FAST)
+    assert off.report["cache"] == "off"
+    assert np.array_equal(np.asarray(off.image), np.asarray(first.image))  # A and B are deterministic
+
+
+def test_eta_interpolates_between_the_optimized_and_target_embeddings(tiny_model, picture, tmp_path):
+    target, optimized = torch.randn(1, 77, 32), torch.randn(1, 77, 32)
+    assert torch.equal(interpolate_embeddings(target, optimized, 1.0), target)
+    assert torch.equal(interpolate_embeddings(target, optimized, 0.0), optimized)
+    assert torch.allclose(interpolate_embeddings(target, optimized, 0.25), 0.25 * target + 0.75 * optimized)
+    strong = {**FAST, "embed_steps": 6, "lr_embed": 0.2}  # an optimized embedding far from the target's
+    at_zero = imagic(tiny_model, picture, TARGET, eta=0.0, seed=5, cache_dir=tmp_path, **strong)
+    at_one = imagic(tiny_model, picture, TARGET, eta=1.0, seed=5, cache_dir=tmp_path, **strong)
+    a, b = np.asarray(at_zero.image, dtype=float), np.asarray(at_one.image, dtype=float)
+    assert a.shape == b.shape == (32, 32, 3)
+    assert np.abs(a - b).mean() > 5  # 13.2 when checked: the conditioning moves the picture
+
+
+class CountingJudge:
+    """Accepts from its ``accept_from``-th call on; the score is the call number. The sweep calls
+    it in order: eta ascending, each eta's seeds ascending."""
+
+    def __init__(self, accept_from: int) -> None:
+        self.accept_from, self.calls = accept_from, 0
+
+    def __call__(self, image: Image.Image) -> tuple[float, bool]:
+        self.calls += 1
+        return float(self.calls), self.calls > self.accept_from
+
+
+@pytest.mark.parametrize(
+    ("accept_from", "eta", "accepted"),
+    [(3, 0.5, True), (2, 0.5, True), (6, 1.0, False)],  # one seed accepted; both (tie-break); none
+)
+def test_auto_eta_follows_the_judge(tiny_model, picture, tmp_path, accept_from, eta, accepted):
+    judge = CountingJudge(accept_from)
+    result = imagic(tiny_model, picture, TARGET, eta="auto", seed=10, seeds=2, eta_grid=(0.0, 0.5, 1.0),
+                    judge=judge, cache_dir=tmp_path, **FAST)  # fmt: skip
+    report = result.report
+    assert judge.calls == 6 and len(report["sweep"]) == 6
+    assert [(s["eta"], s["seed"]) for s in report["sweep"]] == [(e, s) for e in (0.0, 0.5, 1.0) for s in (10, 11)]
+    assert report["eta"] == eta and report["choice"]["accepted"] is accepted
+    assert report["eta_mode"] == "auto" and report["judge"] == "CountingJudge"
+    if accept_from == 3:
+        assert report["seed"] == 11  # only the second seed at eta 0.5 was accepted
+    elif accept_from == 2:  # both seeds at eta 0.5 accepted: the better-kept one
+        at_half = [s for s in report["sweep"] if s["eta"] == 0.5]
+        assert report["seed"] == max(at_half, key=lambda s: s["preservation"])["seed"]
+    else:
+        assert report["seed"] == 11  # none accepted: the highest score (the last call)
+    chosen = next(s for s in result.sweep if (s.eta, s.seed) == (report["eta"], report["seed"]))
+    assert np.array_equal(np.asarray(result.image), np.asarray(chosen.image))
+    assert result.recipe["eta"] == report["eta"] and result.recipe["seed"] == report["seed"]
+
+
+def test_report_and_recipe_fields(tiny_model, picture, tmp_path):
+    result = imagic(tiny_model, picture, TARGET, eta=0.6, seed=2, cache_dir=tmp_path, **FAST)
+    report, recipe = result.report, result.recipe
+    for key in ("task", "target", "eta", "eta_mode", "seed", "cache", "cache_keys", "config", "stages", "sweep",
+                "choice", "metrics", "input", "timings", "preservation_metric"):  # fmt: skip
+        assert key in report, key
+    assert report["eta_mode"] == "fixed" and report["preservation_metric"] == "psnr"
+    assert set(report["stages"]) == {"embed", "tune"}
+    for stage in report["stages"].values():
+        assert {"loss_before", "loss_after", "losses", "seconds", "cached"} <= set(stage)
+    assert report["config"] == {"tune": "lora", "embed_steps": 3, "tune_steps": 3, "lr_embed": 1e-3, "lr_tune": 1e-3,
+                                "lora_rank": 8, "batch_size": 1, "train_seed": 0}  # fmt: skip
+    assert 0 < report["metrics"]["ssim"] <= 1 and report["metrics"]["psnr"] > 0
+    assert recipe["task"] == "imagic" and recipe["eta"] == 0.6 and recipe["prompt"] == TARGET
+    assert (recipe["width"], recipe["height"]) == (32, 32)
+    assert recipe["cache"] == str(tmp_path.resolve())
+
+
+def test_bad_arguments(tiny_model, picture, tmp_path, monkeypatch):
+    monkeypatch.setattr("retouch.metrics.clip_score.bundled_clip_path", lambda: tmp_path / "no-clip")
+    with pytest.raises(RetouchError, match="eta must be"):
+        imagic(tiny_model, picture, TARGET, eta=3.0, **FAST)
+    with pytest.raises(RetouchError, match="tune"):
+        imagic(tiny_model, picture, TARGET, tune="dreambooth", **FAST)
+    with pytest.raises(RetouchError, match="needs a judge"):
+        imagic(tiny_model, picture, "a cat wearing a hat", eta="auto", use_cache=False, **FAST)
+    assert ETA_GRID[0] == 0.0 and ETA_GRID[-1] == 1.2 and len(ETA_GRID) == 13
