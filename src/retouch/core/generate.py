@@ -19,7 +19,6 @@ from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
 from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
-from retouch.version import __version__
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE_SCALE = 7.5
@@ -99,9 +98,7 @@ def generate(
         "scheduler": scheduler,
         "width": width,
         "height": height,
-        "model": loaded.name,
-        **({"model_config": loaded.config} if loaded.config else {}),
-        "retouch_version": __version__,
+        **loaded.recipe_fields(),
     }
     result = GenerateResult([], [], [])
     with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):

@@ -47,7 +47,6 @@ from retouch.io.convert import InputImage, pad_to_multiple, read_input_image, to
 from retouch.io.png import save_png
 from retouch.metrics.masked import masked_metrics
 from retouch.models.loading import LoadedModel
-from retouch.version import __version__
 
 Method = Literal["blend", "sdedit", "inpaint", "diffedit"]
 RegionChoice = Literal["auto", "foreground", "background", "global"]
@@ -248,9 +247,7 @@ def edit(
         "scheduler": scheduler,
         "width": width,
         "height": height,
-        "model": loaded.name,
-        **({"model_config": loaded.config} if loaded.config else {}),
-        "retouch_version": __version__,
+        **loaded.recipe_fields(),
     }
     report = {
         "method": method,

@@ -50,6 +50,13 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return self.pipe.unet.dtype
 
+    def recipe_fields(self) -> dict[str, str]:
+        """What every recipe records to load this model again, and the retouch version."""
+        from retouch.version import __version__
+
+        return {"model": self.name, **({"model_config": self.config} if self.config else {}),
+                "retouch_version": __version__}
+
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Where the bundled model ``name`` lives inside the installed package."""

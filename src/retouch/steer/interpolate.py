@@ -34,7 +34,6 @@ from retouch.models.loading import LoadedModel
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
 from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
-from retouch.version import __version__
 
 DEFAULT_FRAMES = 9
 
@@ -118,9 +117,7 @@ def interpolate(
         "scheduler": scheduler,
         "width": width,
         "height": height,
-        "model": loaded.name,
-        **({"model_config": loaded.config} if loaded.config else {}),
-        "retouch_version": __version__,
+        **loaded.recipe_fields(),
     }
     indices = range(frames) if frame is None else [frame]
     result = InterpolateResult([], [], [], [])
