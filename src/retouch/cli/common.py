@@ -18,14 +18,12 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """--negative-prompt, --seed, --steps, --guidance-scale, --scheduler, --width and --height."""
+def add_denoising_arguments(parser: argparse.ArgumentParser, scheduler: str | None = None) -> None:
+    """--steps, --guidance-scale and --scheduler (default: ``scheduler``, else generate's)."""
     from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
     from retouch.core.schedulers import SCHEDULER_NAMES
 
-    size_help = "pixels (default: the model's training size)"
-    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the initial noise (default: random)")
+    scheduler = scheduler or DEFAULT_SCHEDULER
     parser.add_argument(
         "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default: {DEFAULT_STEPS})"
     )
@@ -36,11 +34,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
     )
     parser.add_argument(
-        "--scheduler",
-        choices=SCHEDULER_NAMES,
-        default=DEFAULT_SCHEDULER,
-        help=f"sampler (default: {DEFAULT_SCHEDULER})",
+        "--scheduler", choices=SCHEDULER_NAMES, default=scheduler, help=f"sampler (default: {scheduler})"
     )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """--negative-prompt, --seed, --steps, --guidance-scale, --scheduler, --width and --height."""
+
+    size_help = "pixels (default: the model's training size)"
+    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the initial noise (default: random)")
+    add_denoising_arguments(parser)
     parser.add_argument("--width", type=int, default=None, help=size_help)
     parser.add_argument("--height", type=int, default=None, help=size_help)
 

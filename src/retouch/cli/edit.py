@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.cli.common import add_denoising_arguments, add_global_flags, add_model_arguments, emit
 
 
 def strength_value(text: str) -> float | str:
@@ -22,11 +22,8 @@ def strength_value(text: str) -> float | str:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from retouch.core.generate import DEFAULT_GUIDANCE_SCALE
-    from retouch.core.schedulers import SCHEDULER_NAMES
     from retouch.edit.api import (
         DEFAULT_SCHEDULER,
-        DEFAULT_STEPS,
         DEFAULT_STRENGTH,
         METHODS,
         REGION_CHOICES,
@@ -44,24 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--target", required=True, metavar="TEXT", help="a caption of the wanted picture")
     parser.add_argument("--output", type=Path, required=True, metavar="OUT.png", help="the edited picture")
     parser.add_argument("--seed", type=int, default=None, help="seed (default: random, recorded)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default: {DEFAULT_STEPS})")
-    parser.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=DEFAULT_GUIDANCE_SCALE,
-        help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
-    )
+    add_denoising_arguments(parser, scheduler=DEFAULT_SCHEDULER)
     parser.add_argument(
         "--strength",
         type=strength_value,
         default=DEFAULT_STRENGTH,
         help=f"noise level in (0, 1], or 'auto': the smallest that takes, by bisection (default: {DEFAULT_STRENGTH})",
-    )
-    parser.add_argument(
-        "--scheduler",
-        choices=SCHEDULER_NAMES,
-        default=DEFAULT_SCHEDULER,
-        help=f"(default: {DEFAULT_SCHEDULER})",
     )
     parser.add_argument(
         "--region", choices=REGION_CHOICES, default="auto", help="override the decided region (default: auto)"

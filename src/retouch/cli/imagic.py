@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.cli.common import add_denoising_arguments, add_global_flags, add_model_arguments, emit
 
 
 def eta_value(text: str) -> float | str:
@@ -19,9 +19,7 @@ def eta_value(text: str) -> float | str:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from retouch.core.generate import DEFAULT_GUIDANCE_SCALE
-    from retouch.core.schedulers import SCHEDULER_NAMES
-    from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, DEFAULT_STEPS, TUNES
+    from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, TUNES
 
     parser = subparsers.add_parser(
         "imagic",
@@ -54,16 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: 8)")
     parser.add_argument("--batch-size", type=int, default=None, help="noise draws per training step")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of stages A and B (default: 0)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default: {DEFAULT_STEPS})")
-    parser.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=DEFAULT_GUIDANCE_SCALE,
-        help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
-    )
-    parser.add_argument(
-        "--scheduler", choices=SCHEDULER_NAMES, default=DEFAULT_SCHEDULER, help=f"(default: {DEFAULT_SCHEDULER})"
-    )
+    add_denoising_arguments(parser, scheduler=DEFAULT_SCHEDULER)
     parser.add_argument(
         "--cache", type=Path, default=None, metavar="DIR", help="stages A and B cache (default ~/.cache/retouch/imagic)"
     )
