@@ -39,19 +39,19 @@ ifeq ($(DEMO_MODEL),$(PLACEHOLDER))
 endif
 	rm -rf $(DEMO_OUT)
 	$(BIN)/retouch generate "a large red circle on a blue background" --seed 1 \
-		--guidance-scale 4 --scheduler euler --model $(DEMO_MODEL) --output $(DEMO_OUT)
+		--scheduler euler --model $(DEMO_MODEL) --output $(DEMO_OUT)
 	$(BIN)/retouch generate "a small yellow triangle on a purple background, pastel" --seed 2 \
-		--guidance-scale 4 --scheduler euler --model $(DEMO_MODEL) --output $(DEMO_OUT)
+		--scheduler euler --model $(DEMO_MODEL) --output $(DEMO_OUT)
 	$(BIN)/retouch generate "a large green square on a white background" --seed 3 \
-		--guidance-scale 4 --scheduler euler --model $(DEMO_MODEL) --output $(DEMO_OUT)
+		--scheduler euler --model $(DEMO_MODEL) --output $(DEMO_OUT)
 	@# the main job: change what the captions differ in, keep every other pixel
 	$(BIN)/python -c 'from PIL import Image; from retouch.worlds.shapes64 import Scene; \
 		Image.fromarray(Scene("blue", "red", "circle", "large", 14, 10).render()).save("$(DEMO_OUT)/input.png")'
 	$(BIN)/retouch edit $(DEMO_OUT)/input.png --source "a large red circle on a blue background" \
-		--target "a large red circle on a green background" --guidance-scale 4 --seed 1 \
+		--target "a large red circle on a green background" --seed 1 \
 		--model $(DEMO_MODEL) --output $(DEMO_OUT)/edit-background.png
 	$(BIN)/retouch edit $(DEMO_OUT)/input.png --source "a large red circle on a blue background" \
-		--target "a large yellow circle on a blue background" --guidance-scale 4 --seed 1 \
+		--target "a large yellow circle on a blue background" --seed 1 \
 		--model $(DEMO_MODEL) --output $(DEMO_OUT)/edit-foreground.png
 	@echo
 	@echo "Demo pictures are in $(DEMO_OUT)/ (model: $(DEMO_MODEL)): three generations, and the"

@@ -66,7 +66,7 @@ def pixel_noise_edit(
     noise_pixels = decode(pipe, noise)  # what random latents look like as a picture
     composite = np.where(mask[..., None], noise_pixels, source)
     scheduler = make_scheduler(DEFAULT_SCHEDULER, pipe.scheduler.config)
-    return sdedit(pipe, composite, target, scheduler, strength, steps, 7.5, generator)
+    return sdedit(pipe, composite, target, scheduler, strength, steps, model.guidance_scale(), generator)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

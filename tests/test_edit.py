@@ -48,7 +48,10 @@ def test_pixels_outside_mask_and_feather_are_the_input_bit_for_bit(tiny_model, s
     assert kept.sum() > 50 and np.array_equal(output[kept], source[kept])
     assert not np.array_equal(output[mask], source[mask])  # and the edit did change the inside
     assert result.report["mask_area"] == pytest.approx(mask.mean())
-    assert result.report["metrics"]["inside"]["pixels"] == mask.sum()
+    metrics = result.report["metrics"]
+    assert metrics["inside"]["pixels"] == mask.sum() and metrics["outside"]["pixels"] == kept.sum()
+    assert metrics["outside"]["identical"] and metrics["outside"]["psnr"] is None
+    assert metrics["feather"]["pixels"] == (~mask & ~kept).sum()
 
 
 def test_given_mask_keeps_everything_else(tiny_model):

@@ -164,3 +164,23 @@ def test_hf_hub_offline_is_honoured(monkeypatch):
     assert not loading.hub_is_reachable()
     with pytest.raises(RetouchError, match="offline"):
         load_model("owner/model")
+
+
+def test_model_recommended_guidance_scale_is_the_default(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "retouch.json").write_text('{"guidance_scale": 3.0, "steps": 25}')
+    model = load_model(str(folder), device="cpu")
+    settings = {"prompt": "a red circle", "seed": 1, "steps": 1, "scheduler": "ddim"}
+    assert generate(model, **settings).recipes[0]["guidance_scale"] == 3.0
+    assert generate(model, **settings, guidance_scale=5.0).recipes[0]["guidance_scale"] == 5.0
+    assert load_model(str(tiny_model_dir), device="cpu").guidance_scale() == 7.5  # none recommended
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"guidance_scale": "high"}', "[4.0]"])
+def test_bad_model_defaults_file_is_refused(tiny_model_dir, tmp_path, text):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "retouch.json").write_text(text)
+    with pytest.raises(RetouchError, match="retouch.json"):
+        load_model(str(folder), device="cpu")

@@ -12,7 +12,6 @@ import numpy as np
 
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.batch.tasks import check_fields, check_model, get
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE
 from retouch.edit.api import (
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
@@ -70,7 +69,7 @@ def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         strength=get(job, "strength", DEFAULT_STRENGTH),
         seed=job.get("seed"),
         steps=get(job, "steps", DEFAULT_STEPS),
-        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        guidance_scale=job.get("guidance_scale"),
         scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
         judge=job.get("judge"),
         classifier=get(job, "classifier", "rules"),

@@ -12,7 +12,6 @@ import numpy as np
 
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.batch.tasks import check_fields, check_model, get
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE
 from retouch.edit.api import pixels_sha256
 from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, DEFAULT_STEPS, imagic
 from retouch.errors import RetouchError
@@ -70,7 +69,7 @@ def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         batch_size=job.get("batch_size"),
         train_seed=get(job, "train_seed", 0),
         steps=get(job, "steps", DEFAULT_STEPS),
-        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        guidance_scale=job.get("guidance_scale"),
         scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
         cache_dir=job.get("cache"),
         judge=job.get("judge"),

@@ -6,7 +6,7 @@ from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.batch.tasks import GENERATE_FIELDS, check_fields, check_model, get
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from retouch.core.generate import DEFAULT_SCHEDULER, DEFAULT_STEPS
 from retouch.errors import RetouchError
 from retouch.steer.interpolate import DEFAULT_FRAMES, interpolate
 from retouch.steer.style import DEFAULT_STYLE_DIRECTION, DEFAULT_STYLE_STRENGTH, style_sweep, stylize
@@ -44,7 +44,7 @@ def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         "negative_prompt": get(job, "negative_prompt", ""),
         "seed": job.get("seed"),
         "steps": get(job, "steps", DEFAULT_STEPS),
-        "guidance_scale": get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        "guidance_scale": job.get("guidance_scale"),
         "scheduler": get(job, "scheduler", DEFAULT_SCHEDULER),
         "width": job.get("width"),
         "height": job.get("height"),
@@ -90,7 +90,7 @@ def interpolate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         noise_seed_b=job.get("noise_seed_b"),
         negative_prompt=get(job, "negative_prompt", ""),
         steps=get(job, "steps", DEFAULT_STEPS),
-        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        guidance_scale=job.get("guidance_scale"),
         scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
         width=job.get("width"),
         height=job.get("height"),

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS, generate
+from retouch.core.generate import DEFAULT_SCHEDULER, DEFAULT_STEPS, generate
 from retouch.errors import RetouchError
 
 # Fields every job may carry besides its task's own.
@@ -68,7 +68,7 @@ def generate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         num_images=get(job, "num_images", 1),
         seed=job.get("seed"),
         steps=get(job, "steps", DEFAULT_STEPS),
-        guidance_scale=get(job, "guidance_scale", DEFAULT_GUIDANCE_SCALE),
+        guidance_scale=job.get("guidance_scale"),
         scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
         width=job.get("width"),
         height=job.get("height"),

@@ -30,8 +30,8 @@ def add_denoising_arguments(parser: argparse.ArgumentParser, scheduler: str | No
     parser.add_argument(
         "--guidance-scale",
         type=float,
-        default=DEFAULT_GUIDANCE_SCALE,
-        help=f"classifier-free guidance scale (default: {DEFAULT_GUIDANCE_SCALE})",
+        default=None,
+        help=f"classifier-free guidance scale (default: the model's retouch.json, else {DEFAULT_GUIDANCE_SCALE})",
     )
     parser.add_argument(
         "--scheduler", choices=SCHEDULER_NAMES, default=scheduler, help=f"sampler (default: {scheduler})"

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"region {report['region']} (confidence {report['region_confidence']:.2f}), mask "
         f"{report['mask_area']:.1%} of the picture, strength {report['strength']}, seed {report['seed']}",
-        f"outside the mask: {kept}; {report['timings']['total_s']:.2f}s",
+        f"outside the mask and its feather band: {kept}; {report['timings']['total_s']:.2f}s",
         *(f"note: {note}" for note in report["input"]["notes"]),
         *(f"wrote {path}" for path in files.values()),
     ]

@@ -17,11 +17,11 @@ from PIL import Image
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.errors import RetouchError
-from retouch.models.loading import LoadedModel
+from retouch.models.loading import FALLBACK_GUIDANCE_SCALE, LoadedModel
 from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
 
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE_SCALE = 7.5
+DEFAULT_GUIDANCE_SCALE = FALLBACK_GUIDANCE_SCALE  # for models that recommend no scale
 DEFAULT_SCHEDULER: SchedulerName = "euler-a"
 MAX_SEED = 2**63 - 1
 
@@ -53,7 +53,7 @@ def generate(
     num_images: int = 1,
     seed: int | None = None,
     steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     scheduler: SchedulerName = DEFAULT_SCHEDULER,
     width: int | None = None,
     height: int | None = None,
@@ -76,6 +76,7 @@ def generate(
     """
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "pipeline")
     pipe = loaded.pipe
+    guidance_scale = loaded.guidance_scale(guidance_scale)
     default_width, default_height = default_size(pipe)
     width, height = width or default_width, height or default_height
     seed = random_seed() if seed is None else seed

@@ -21,7 +21,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, MAX_SEED, _pipe_name, random_seed
+from retouch.core.generate import MAX_SEED, _pipe_name, random_seed
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.edit import masks
@@ -119,7 +119,7 @@ def edit(
     strength: float | Literal["auto"] = DEFAULT_STRENGTH,
     seed: int | None = None,
     steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     scheduler: SchedulerName = DEFAULT_SCHEDULER,
     judge: str | os.PathLike[str] | Judge | None = None,
     classifier: Classifier = "rules",
@@ -150,6 +150,7 @@ def edit(
     start = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
     pipe = loaded.pipe
+    guidance_scale = loaded.guidance_scale(guidance_scale)
     seed = random_seed() if seed is None else seed
     mask_config = mask_config or masks.MaskConfig()
     _check_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
@@ -270,7 +271,8 @@ def edit(
             "edit_s": total_seconds - mask_seconds,
             "total_s": total_seconds,
         },
-        "metrics": json_safe_metrics(masked_metrics(source, attempt.output, attempt.mask)),
+        # inside the mask; in its feather band (blended); outside both (the input, bit for bit)
+        "metrics": json_safe_metrics(masked_metrics(source, attempt.output, attempt.mask, attempt.alpha > 0)),
     }
     return EditResult(
         image=Image.fromarray(attempt.output),

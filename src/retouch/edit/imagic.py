@@ -34,7 +34,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionMod
 from PIL import Image
 from tqdm.auto import tqdm
 
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, MAX_SEED, _pipe_name, generate, random_seed
+from retouch.core.generate import MAX_SEED, _pipe_name, generate, random_seed
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import SchedulerName
 from retouch.edit.api import pixels_sha256
@@ -401,7 +401,7 @@ def imagic(
     batch_size: int | None = None,
     train_seed: int = 0,
     steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     scheduler: SchedulerName = DEFAULT_SCHEDULER,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
@@ -441,6 +441,7 @@ def imagic(
     start = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "pipeline")
     pipe = loaded.pipe
+    guidance_scale = loaded.guidance_scale(guidance_scale)
     seed = random_seed() if seed is None else seed
     _check_arguments(eta, seed, seeds, steps, eta_grid)
     config = imagic_config(

@@ -38,12 +38,20 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_value: float
     return float(ssim.mean(axis=-1)[mask].mean())
 
 
-def masked_metrics(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict[str, dict[str, float | int]]:
-    """PSNR and SSIM inside and outside ``mask``, with the pixel count of each part."""
+def masked_metrics(
+    a: np.ndarray, b: np.ndarray, mask: np.ndarray, band: np.ndarray | None = None
+) -> dict[str, dict[str, float | int]]:
+    """PSNR and SSIM inside ``mask`` and outside it, with the pixel count of each part. With a
+    ``band`` (the pixels a feathered composite blends, around the mask), a third part ``feather``
+    holds those, and ``outside`` is what lies beyond both."""
     mask = np.asarray(mask, dtype=bool)
+    band = np.zeros_like(mask) if band is None else np.asarray(band, dtype=bool) & ~mask
+    parts = {"inside": mask, "outside": ~mask & ~band}
+    if band.any():
+        parts["feather"] = band
     return {
         part: {"psnr": masked_psnr(a, b, m), "ssim": masked_ssim(a, b, m), "pixels": int(m.sum())}
-        for part, m in (("inside", mask), ("outside", ~mask))
+        for part, m in parts.items()
     }
 
 

@@ -8,9 +8,9 @@ import pickle
 import re
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -28,6 +28,8 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 HUB_TIMEOUT_S = 3.0
+FALLBACK_GUIDANCE_SCALE = 7.5  # Stable Diffusion's usual scale, for models that recommend none
+MODEL_DEFAULTS_FILE = "retouch.json"  # beside model_index.json: what the model's trainer recommends
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 ModelSource = Literal["bundled", "folder", "single-file", "hub", "pipeline"]  # pipeline: passed in
@@ -41,6 +43,13 @@ class LoadedModel:
     name: str  # what recipes record: a bundled name, an absolute path or a hub id
     source: ModelSource
     config: str | None = None  # the diffusers config folder a single-file checkpoint was read with
+    defaults: dict[str, Any] = field(default_factory=dict)  # the model's retouch.json, if it has one
+
+    def guidance_scale(self, value: float | None = None) -> float:
+        """``value`` when given, else the scale the model recommends, else 7.5."""
+        if value is not None:
+            return float(value)
+        return float(self.defaults.get("guidance_scale", FALLBACK_GUIDANCE_SCALE))
 
     @property
     def device(self) -> torch.device:
@@ -103,7 +112,9 @@ def load_model(
     if model in BUNDLED_MODELS and not path.exists():
         loaded = _load_bundled(model, torch_dtype)
     elif path.is_dir():
-        loaded = LoadedModel(_load_folder(path, torch_dtype), str(path.resolve()), "folder")
+        loaded = LoadedModel(
+            _load_folder(path, torch_dtype), str(path.resolve()), "folder", defaults=read_model_defaults(path)
+        )
     elif path.is_file():
         config_path = Path(config).expanduser().resolve() if config is not None else None
         pipe = _load_single_file(path, torch_dtype, config_path)
@@ -129,7 +140,24 @@ def _load_bundled(name: str, torch_dtype: torch.dtype) -> LoadedModel:
             f"Install the trained {name} folder there (vae, text_encoder, tokenizer, unet, scheduler, "
             "model_index.json), or pass --model PATH to a local diffusers folder or .safetensors file"
         )
-    return LoadedModel(_load_folder(folder, torch_dtype), name, "bundled")
+    return LoadedModel(_load_folder(folder, torch_dtype), name, "bundled", defaults=read_model_defaults(folder))
+
+
+def read_model_defaults(folder: Path) -> dict[str, Any]:
+    """The sampling defaults a model folder recommends in ``retouch.json`` (``{}`` when absent)."""
+    path = folder / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        defaults = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RetouchError(f"{path} is not valid JSON ({e}); fix or delete it") from e
+    scale = defaults.get("guidance_scale") if isinstance(defaults, dict) else None
+    if not isinstance(defaults, dict) or (
+        scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float) or scale < 0)
+    ):
+        raise RetouchError(f"{path} must be a JSON object whose guidance_scale is a number >= 0")
+    return defaults
 
 
 def _load_folder(folder: Path, torch_dtype: torch.dtype) -> StableDiffusionPipeline:

@@ -18,7 +18,6 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from retouch.core.generate import (
-    DEFAULT_GUIDANCE_SCALE,
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     _check_arguments,
@@ -64,7 +63,7 @@ def interpolate(
     noise_seed_b: int | None = None,
     negative_prompt: str = "",
     steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     scheduler: SchedulerName = DEFAULT_SCHEDULER,
     width: int | None = None,
     height: int | None = None,
@@ -85,6 +84,7 @@ def interpolate(
     """
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
     pipe = loaded.pipe
+    guidance_scale = loaded.guidance_scale(guidance_scale)
     default_width, default_height = default_size(pipe)
     width, height = width or default_width, height or default_height
     seed = random_seed() if seed is None else seed

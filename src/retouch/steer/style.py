@@ -23,7 +23,6 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from retouch.core.generate import (
-    DEFAULT_GUIDANCE_SCALE,
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     GenerateResult,
@@ -142,7 +141,7 @@ def stylize(
     num_images: int = 1,
     seed: int | None = None,
     steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     scheduler: SchedulerName = DEFAULT_SCHEDULER,
     width: int | None = None,
     height: int | None = None,

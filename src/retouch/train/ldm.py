@@ -78,6 +78,9 @@ class LDMConfig:
     unet_attention: tuple[bool, ...] = (False, True, True)
     unet_heads: int = 8
     layers_per_block: int = 1
+    # Pool the caption into the timestep embedding too (diffusers' addition_embed_type="text"), so that
+    # every ResNet block, the full-resolution ones without cross-attention included, sees what to draw
+    unet_text_time_embedding: bool = False
     unet_steps: int = 3500
     unet_batch_size: int = 64
     unet_lr: float = 1e-3
@@ -300,6 +303,8 @@ class Trainer:
             cross_attention_dim=c.text_hidden,
             attention_head_dim=c.unet_heads,
             norm_num_groups=math.gcd(32, *c.unet_channels),
+            addition_embed_type="text" if c.unet_text_time_embedding else None,
+            addition_embed_type_num_heads=c.text_heads,
         )
 
     def train_ldm(
