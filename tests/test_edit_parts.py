@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from retouch.edit import MaskConfig, edit, masks
 from retouch.edit.judge import clip_judge, make_judge, oracle_judge
 from retouch.edit.layer import composite, feather_alpha
 from retouch.edit.llm import chat_completions_url, llm_region
-from retouch.edit.region import RegionGuess, caption_region, combine, image_evidence
+from retouch.edit.region import RegionGuess, caption_region, combine, image_evidence, is_recolor
 from retouch.edit.strength import search_strength, strength_for
 from retouch.errors import RetouchError
 from retouch.io.convert import check_size, pad_to_multiple, to_rgb
@@ -386,3 +387,29 @@ def test_llm_classifier_decides_an_edit_through_the_api(chat_server, tiny_model)
     assert result.recipe["region"] == "foreground"  # a replay needs no endpoint
     with pytest.raises(RetouchError, match="--llm-url"):
         edit(tiny_model, pixels, "a red box", "a green box", classifier="llm")
+
+
+def test_refine_mask_leaves_a_redrawn_background_to_the_input():
+    scene = w.Scene("blue", "red", "circle", "large", x0=14, y0=14)
+    source = scene.render()
+    pair = w.make_edit(scene, "color", "yellow")
+    edited = pair.target.render().astype(np.int16)
+    edited[~pair.mask] += 15  # the edit re-drew the background a little off: not part of the edit
+    edited = edited.clip(0, 255).astype(np.uint8)
+    coarse = ndimage.binary_dilation(pair.mask, iterations=6)
+    refined = masks.refine_mask(coarse, source, edited, "foreground")
+    assert (refined & pair.mask).sum() / (refined | pair.mask).sum() > 0.95
+
+
+def test_recolor_keeps_the_source_outline():
+    assert is_recolor("a large red circle on a blue background", "a large green circle on a blue background")
+    assert is_recolor("a red car parked on the street", "a dark blue car parked on the street") is False
+    assert is_recolor("a red car parked on the street", "a blue car parked on the street")
+    assert not is_recolor("a large red circle on a blue background", "a large red cross on a blue background")
+    scene = w.Scene("blue", "red", "circle", "small", x0=20, y0=20)
+    blob = w.Scene("blue", "green", "circle", "large", x0=12, y0=12).render()  # drawn too big
+    coarse = np.zeros((64, 64), dtype=bool)
+    coarse[8:56, 8:56] = True
+    refined = masks.refine_mask(coarse, scene.render(), blob, "foreground", keep_outline=True)
+    truth = scene.coverage() > 0
+    assert (refined & truth).sum() / (refined | truth).sum() > 0.9

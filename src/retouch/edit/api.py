@@ -38,6 +38,7 @@ from retouch.edit.region import (
     check_captions_differ,
     combine,
     image_evidence,
+    is_recolor,
 )
 from retouch.edit.sdedit import sdedit
 from retouch.edit.strength import Judge, search_strength
@@ -188,6 +189,7 @@ def edit(
             pipe, latents, source_prompt, target_prompt, target_embeds, region, classifier, llm_url,
             _generator(seed), mask_config,
         )  # fmt: skip
+    recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
     mask_seconds = time.perf_counter() - start
 
     # 2. The edit at one strength: the method's pixels and the mask they are composited through.
@@ -218,7 +220,7 @@ def edit(
         )  # fmt: skip
         edited = decode(pipe, z)  # (H', W', 3)
         coarse = masks.upsample_mask(latent_mask, factor)
-        refined = masks.refine_mask(coarse, padded, edited, decision.region, mask_config)
+        refined = masks.refine_mask(coarse, padded, edited, decision.region, mask_config, recolor)
         return _finish(source, edited, refined, height, width, feather)
 
     trace = None

@@ -4,7 +4,7 @@ Noise the image latents to about t = 0.5 T, predict the noise under the source a
 caption, and average ``|eps_target - eps_source|`` over noise draws and channels: the map is high
 where the two captions disagree about the picture. It is then rescaled, smoothed, thresholded,
 cut by the edit's region, dilated, and upsampled to pixels. After the edit, ``refine_mask``
-narrows the pixel mask to what the edit actually changed.
+snaps the pixel mask to the edges of the object (old or new) that the picture itself shows.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class MaskConfig:
     smooth_sigma: float = 1.0  # Gaussian smoothing of the map, in latent pixels
     threshold: float = 0.5  # DiffEdit's binarization threshold on the rescaled map
     dilate: int = 1  # latent pixels added around the thresholded, region-cut mask
-    change_tau: float = 12.0  # refine_mask: a pixel changed when a channel moved more than this (0-255)
+    change_tau: float = 24.0  # refine_mask: a pixel stands out when a channel differs by more (0-255)
 
 
 @torch.no_grad()
@@ -126,26 +126,41 @@ def refine_mask(
     edited: np.ndarray,
     region: Region,
     config: MaskConfig = MaskConfig(),
+    keep_outline: bool = False,
 ) -> np.ndarray:
-    """Narrow a coarse pixel mask (latent cells are ``f`` pixels wide) to the pixels the edit
-    changed, plus for a foreground edit the source object itself (a shape change keeps the
-    object's colour, so its unchanged interior is still part of the edit). Never grows ``coarse``.
-    Returns ``coarse`` when nothing in it changed.
+    """Snap a coarse pixel mask (latent cells are ``f`` pixels wide) to the picture's own edges.
+
+    The colour around the edit is the background's: the median of the source in the coarse mask
+    for a background edit, in a ring just outside it for a foreground one. A foreground edit
+    keeps the pixels inside ``coarse`` that stand out from that colour in the source (the old
+    object) or in the edit (the new one), so a background the edit merely re-drew near the object
+    goes back to the input; with ``keep_outline`` (a recolour) only the old object counts. A
+    background edit keeps ``coarse`` minus the object: what stands out
+    from the background in the source. Never grows ``coarse``; returns it when the cut is empty.
     """
     if region == "global":
         return coarse
     tau = config.change_tau
-    changed = np.abs(edited.astype(np.int16) - source.astype(np.int16)).max(axis=-1) > tau
     if region == "foreground":
         ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
-        if ring.any():  # the object: what differs from the colour around the coarse mask
-            surround = np.median(source[ring], axis=0)
-            changed |= np.abs(source.astype(np.float64) - surround).max(axis=-1) > tau
-    refined = _close(coarse & changed)
-    if region == "foreground":  # a background edit's hole is the object it keeps
-        refined = ndimage.binary_fill_holes(refined)
+        if not ring.any():
+            return coarse
+        surround = np.median(source[ring], axis=0)
+        stands_out = _far_from(source, surround, tau)
+        if not keep_outline:
+            stands_out |= _far_from(edited, surround, tau)
+        refined = ndimage.binary_fill_holes(_strongest(_close(stands_out & coarse), np.ones(coarse.shape)))
+    else:
+        background = np.median(source[coarse], axis=0)
+        objects = ndimage.binary_fill_holes(_close(_far_from(source, background, tau) & coarse))
+        refined = coarse & ~_strongest(objects, np.ones(coarse.shape)) if objects.any() else coarse
     refined &= coarse
     return refined if refined.any() else coarse
+
+
+def _far_from(pixels: np.ndarray, color: np.ndarray, tau: float) -> np.ndarray:
+    """(H, W) bool: some channel of the pixel differs from ``color`` by more than ``tau``."""
+    return np.abs(pixels.astype(np.float64) - color).max(axis=-1) > tau
 
 
 def _close(mask: np.ndarray) -> np.ndarray:

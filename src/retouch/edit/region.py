@@ -40,6 +40,10 @@ WEAR_WORDS = frozenset(
     "dress shirt hat cap coat jacket suit skirt trousers jeans shoes boots glasses sunglasses scarf "
     "uniform costume armor armour helmet mask gown robe sweater hoodie tie".split()
 )  # "a woman in a red dress": the phrase describes the subject
+COLOR_WORDS = frozenset(
+    "red orange yellow green blue purple violet pink white black gray grey brown beige cyan magenta "
+    "turquoise teal navy maroon gold golden silver crimson scarlet".split()
+)  # a change of these words alone recolours the subject: its outline stays
 ARTICLES = frozenset({"a", "an", "the"})
 BORDER_EVEN = 0.6  # image_evidence: the border ratio at which foreground and background are even odds
 STYLE_PHRASE = re.compile(r"\bin the style of\b|\bstyle of\b|\bart by\b")
@@ -103,6 +107,18 @@ def caption_region(source: str, target: str) -> RegionGuess:
     region = "background" if background * 2 > len(votes) else "foreground"
     agreement = max(background, len(votes) - background) / max(len(votes), 1)
     return RegionGuess(region, 0.8 * agreement, False, {**evidence, "cue": f"{region} phrase"})
+
+
+def is_recolor(source: str, target: str) -> bool:
+    """True when the captions differ in colour words only ("a red car" -> "a blue car"): the edit
+    keeps the subject's outline, so the mask may snap to the object as the input shows it."""
+    source_fields, target_fields = parse_caption(source), parse_caption(target)
+    if source_fields and target_fields:
+        return [k for k in source_fields if source_fields[k] != target_fields[k]] == ["color"]
+    opcodes = difflib.SequenceMatcher(a=words(source), b=words(target), autojunk=False).get_opcodes()
+    changed = [w for tag, i1, i2, j1, j2 in opcodes if tag != "equal"
+               for w in words(source)[i1:i2] + words(target)[j1:j2] if w != ","]  # fmt: skip
+    return bool(changed) and set(changed) <= COLOR_WORDS
 
 
 def _span_region(ws: list[str], start: int, end: int) -> Region:
