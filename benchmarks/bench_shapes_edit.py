@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
+from workers import map_in_workers, worker_model, worker_settings
 
 from retouch.core.schedulers import make_scheduler
 from retouch.edit import DEFAULT_STEPS, DEFAULT_STRENGTH, edit
@@ -106,9 +107,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_pair(
-    model: LoadedModel, pair: shapes64.EditPair, kind: str, seed: int, args: argparse.Namespace
-) -> dict[str, dict[str, Any]]:
+def run_pair(item: tuple[shapes64.EditPair, str, int]) -> dict[str, dict[str, Any]]:
+    """Every method on one pair, in a worker (see ``workers.py``)."""
+    pair, kind, seed = item
+    model, args = worker_model(), worker_settings()
     source = pair.source.render()
     options = {"seed": seed, "steps": args.steps, "strength": args.strength}
     rows: dict[str, dict[str, Any]] = {}
@@ -169,18 +171,17 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (speed: always 1)")
     args = parser.parse_args()
 
-    model = load_model(args.model, args.device)
     rng = np.random.default_rng(args.seed)
-    rows: dict[str, list[dict[str, Any]]] = {method: [] for method in METHODS}
+    items = [(shapes64.sample_edit(rng, KINDS[i % len(KINDS)]), KINDS[i % len(KINDS)], args.seed + i)
+             for i in range(args.n)]  # fmt: skip
     start = time.perf_counter()
-    for i in range(args.n):
-        kind = KINDS[i % len(KINDS)]
-        for method, row in run_pair(model, shapes64.sample_edit(rng, kind), kind, args.seed + i, args).items():
-            rows[method].append(row)
+    results = map_in_workers(run_pair, items, args.workers, args.model, args.device, args)
+    rows: dict[str, list[dict[str, Any]]] = {method: [row[method] for row in results] for method in METHODS}
     figures: dict[str, Any] = {method: summarize(method_rows) for method, method_rows in rows.items()}
-    figures["speed"] = measure_speed(model, args)
+    figures["speed"] = measure_speed(load_model(args.model, args.device), args)
     figures["settings"] = {**vars(args), "out": str(args.out), "seconds": time.perf_counter() - start}
     figures["bars"] = BARS
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from workers import map_in_workers, worker_model, worker_settings
 
-from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, generate
+from retouch.core.generate import DEFAULT_SCHEDULER, generate
 from retouch.models.loading import load_model
 from retouch.steer.interpolate import interpolate
 from retouch.steer.style import stylize
@@ -72,22 +72,29 @@ def centre_spread(images: list[np.ndarray]) -> float:
     return float(np.max(np.linalg.norm(c[:, None] - c[None], axis=-1)))
 
 
-def bench_interpolation(model, n: int, seed: int, sampling: dict[str, Any]) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
+def interpolation_row(item: tuple[shapes64.Scene, shapes64.Scene, int]) -> dict[str, Any]:
+    """One pair's 9 frames, in a worker (see ``workers.py``)."""
+    a, b, seed = item
+    result = interpolate(worker_model(), a.caption(), b.caption(), frames=FRAMES, seed=seed, **worker_settings())
+    images = [np.asarray(image.convert("RGB")) for image in result.images]
+    start, end = a.render()[0, 0].astype(np.float64), b.render()[0, 0].astype(np.float64)
+    fractions = [fraction_along(border_median(image), start, end) for image in images]
+    ends_ok = all(shapes64.read_scene(images[0]).matches(a).values()) and all(
+        shapes64.read_scene(images[-1]).matches(b).values()
+    )
+    return {"fractions": fractions, "inversions": inversions(fractions), "ends_ok": ends_ok,
+            "centre_spread": centre_spread(images)}  # fmt: skip
+
+
+def bench_interpolation(args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed)
+    items = []
+    for i in range(args.n):
         a = shapes64.sample_scene(rng)
         others = [c for c in shapes64.COLORS if c not in (a.background, a.color)]
-        b = replace(a, background=str(rng.choice(others)))
-        result = interpolate(model, a.caption(), b.caption(), frames=FRAMES, seed=seed * 1000 + i, **sampling)
-        images = [np.asarray(image.convert("RGB")) for image in result.images]
-        start, end = a.render()[0, 0].astype(np.float64), b.render()[0, 0].astype(np.float64)
-        fractions = [fraction_along(border_median(image), start, end) for image in images]
-        ends_ok = all(shapes64.read_scene(images[0]).matches(a).values()) and all(
-            shapes64.read_scene(images[-1]).matches(b).values()
-        )
-        rows.append({"fractions": fractions, "inversions": inversions(fractions), "ends_ok": ends_ok,
-                     "centre_spread": centre_spread(images)})  # fmt: skip
+        items.append((a, replace(a, background=str(rng.choice(others))), args.seed * 1000 + i))
+    rows = map_in_workers(interpolation_row, items, args.workers, args.model, None, sampling)
+    n = args.n
     spreads = np.array([row["centre_spread"] for row in rows])
     return {
         "pairs": n,
@@ -102,28 +109,36 @@ def bench_interpolation(model, n: int, seed: int, sampling: dict[str, Any]) -> d
     }
 
 
-def bench_style(model, n: int, seed: int, sampling: dict[str, Any]) -> dict[str, Any]:
-    rng = np.random.default_rng(seed + 1)
+def style_row(item: tuple[shapes64.Scene, int]) -> dict[str, Any]:
+    """One caption at every strength, in a worker (see ``workers.py``)."""
+    scene, image_seed = item
+    model, sampling, caption = worker_model(), worker_settings(), scene.caption()
+    plain_color = np.array(shapes64.PALETTE[scene.background], dtype=np.float64)
+    plain = np.asarray(generate(model, caption, seed=image_seed, **sampling).images[0].convert("RGB"))
+    images = [
+        np.asarray(stylize(model, caption, "pastel", theta, "phrase", seed=image_seed, **sampling)
+                   .images[0].convert("RGB"))
+        for theta in STRENGTHS
+    ]  # fmt: skip
+    blends = [fraction_along(border_median(image), plain_color, WHITE) for image in images]
+    steps = np.diff(blends)
+    return {
+        "blends": blends,
+        "monotone": bool(np.all(steps >= -TOL) and blends[-1] - blends[0] >= RISE),
+        "zero_identical": bool(np.array_equal(images[STRENGTHS.index(0.0)], plain)),
+        "pastel_read": [shapes64.read_scene(image).style == "pastel" for image in images],
+    }
+
+
+def bench_style(args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed + 1)
     backgrounds = [c for c in shapes64.COLORS if c != "white"]
-    rows = []
-    for i in range(n):
-        scene = shapes64.sample_scene(rng, style="plain", background=str(rng.choice(backgrounds)))
-        caption, image_seed = scene.caption(), seed * 1000 + 500 + i
-        plain_color = np.array(shapes64.PALETTE[scene.background], dtype=np.float64)
-        plain = np.asarray(generate(model, caption, seed=image_seed, **sampling).images[0].convert("RGB"))
-        images = [
-            np.asarray(stylize(model, caption, "pastel", theta, "phrase", seed=image_seed, **sampling)
-                       .images[0].convert("RGB"))
-            for theta in STRENGTHS
-        ]  # fmt: skip
-        blends = [fraction_along(border_median(image), plain_color, WHITE) for image in images]
-        steps = np.diff(blends)
-        rows.append({
-            "blends": blends,
-            "monotone": bool(np.all(steps >= -TOL) and blends[-1] - blends[0] >= RISE),
-            "zero_identical": bool(np.array_equal(images[STRENGTHS.index(0.0)], plain)),
-            "pastel_read": [shapes64.read_scene(image).style == "pastel" for image in images],
-        })  # fmt: skip
+    items = [
+        (shapes64.sample_scene(rng, style="plain", background=str(rng.choice(backgrounds))), args.seed * 1000 + 500 + i)
+        for i in range(args.n)
+    ]
+    rows = map_in_workers(style_row, items, args.workers, args.model, None, sampling)
+    n = args.n
     pastel_read = np.mean([row["pastel_read"] for row in rows], axis=0)
     return {
         "captions": n,
@@ -146,25 +161,23 @@ def main() -> None:
     parser.add_argument("--scheduler", default=None, help="default: the model card's, else euler-a")
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
     args = parser.parse_args()
 
-    torch.set_grad_enabled(False)
     loaded = load_model(args.model)
-    card_path = Path(loaded.pipe.config._name_or_path) / "retouch.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
     sampling = {
         "steps": args.steps,
-        "guidance_scale": args.guidance_scale or card.get("guidance_scale", DEFAULT_GUIDANCE_SCALE),
-        "scheduler": args.scheduler or card.get("scheduler", DEFAULT_SCHEDULER),
+        "guidance_scale": loaded.guidance_scale(args.guidance_scale),
+        "scheduler": args.scheduler or loaded.defaults.get("scheduler", DEFAULT_SCHEDULER),
         "width": shapes64.CANVAS,  # the oracle reads 64 x 64 pictures, whatever the model's size
         "height": shapes64.CANVAS,
     }
 
     start = time.perf_counter()
-    interp = bench_interpolation(loaded, args.n, args.seed, sampling)
+    interp = bench_interpolation(args, sampling)
     interp_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    style = bench_style(loaded, args.n, args.seed, sampling)
+    style = bench_style(args, sampling)
     style_seconds = time.perf_counter() - start
     figures = {
         "model": loaded.name,
