@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--embed-steps", type=int, default=None, help="default: sized to the model")
     parser.add_argument("--tune-steps", type=int, default=None, help="default: sized to the model")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--guidance-scale", type=float, default=4.0, help="(default: the bundled recipe's 4.0)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's recommended")
     parser.add_argument("--judge", default=None, help="default: the oracle (canonical captions)")
     parser.add_argument("--out", type=Path, default=None, help="JSON of every row and the summary")
     parser.add_argument("--plot-one", type=Path, default=None, metavar="PNG", help="plot one edit's eta sweep")

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
 from retouch.cli import main
+from retouch.train.ldm import min_snr_weights
 from retouch.worlds import shapes64
 
 TINY = {
@@ -25,6 +26,7 @@ TINY = {
     "decoder_steps": 2, "decoder_batch_size": 2,
     "text_hidden": 16, "text_layers": 1, "text_heads": 2, "unet_channels": [8, 16, 16], "unet_heads": 2,
     "unet_steps": 6, "unet_batch_size": 4, "checkpoint_every": 2, "warmup_steps": 2,
+    "unet_text_time_embedding": True, "min_snr_gamma": 5.0,
 }
 
 
@@ -131,3 +133,11 @@ def test_imagefolder_and_fashion_mnist_sources(tmp_path: Path):
                                "a photo of a dress"]
     with pytest.raises(FileNotFoundError, match="Fashion-MNIST"):
         fashion_mnist_source(tmp_path / "nowhere")
+
+
+def test_min_snr_weights():
+    snr = torch.tensor([0.0, 1.0, 5.0, 20.0])
+    v = min_snr_weights(snr, 5.0, "v_prediction")
+    eps = min_snr_weights(snr, 5.0, "epsilon")
+    assert torch.allclose(v, torch.tensor([1.0, 0.5, 5 / 6, 5 / 21]))
+    assert torch.allclose(eps, torch.tensor([1.0, 1.0, 1.0, 0.25]))  # 1 at snr 0: no 0/0

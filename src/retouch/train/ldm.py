@@ -89,7 +89,7 @@ class LDMConfig:
     # still leaks the picture's mean colour, so a model learns colour from the leak instead of the text
     prediction_type: str = "v_prediction"  # or "epsilon"
     zero_terminal_snr: bool = True
-    min_snr_gamma: float = 0.0  # Min-SNR-gamma weighting (Hang et al., 2023) for epsilon; 0 = off
+    min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al., 2023); 0 = off
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 200
@@ -342,8 +342,8 @@ class Trainer:
             target = noise if c.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, t)
             per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
             if c.min_snr_gamma > 0:
-                snr = compute_snr(noise_scheduler, t)
-                per_sample = per_sample * torch.clamp(snr, max=c.min_snr_gamma) / snr
+                per_sample = per_sample * min_snr_weights(compute_snr(noise_scheduler, t), c.min_snr_gamma,
+                                                          c.prediction_type)  # fmt: skip
             loss = per_sample.mean()
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(params, 1.0)
@@ -419,6 +419,15 @@ class Trainer:
             ema.load_state_dict(state["ema"])
         self.log(f"{stage}: resumed at step {step}")
         return step
+
+
+def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights per sample, as diffusers' train_text_to_image.py computes them:
+    ``min(snr, gamma) / snr`` for epsilon, ``/ (snr + 1)`` for v-prediction; 1 where snr is 0
+    (the pure-noise step of a zero-terminal-SNR schedule)."""
+    clipped = torch.clamp(snr, max=gamma)
+    weight = clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+    return torch.where(snr == 0, torch.ones_like(weight), weight)
 
 
 class _ReconstructKL(torch.nn.Module):
