@@ -153,14 +153,24 @@ def test_refine_mask_keeps_changed_pixels_and_the_source_object():
     target = w.make_edit(scene, "shape", "square").target.render()
     coarse = np.zeros((64, 64), dtype=bool)
     coarse[12:48, 12:48] = True
-    refined = masks.refine_mask(coarse, source, target, "foreground")
+    refined = masks.refine_mask(coarse, source, target)
     truth = (scene.coverage() > 0) | (w.make_edit(scene, "shape", "square").target.coverage() > 0)
     iou = (refined & truth).sum() / (refined | truth).sum()
     assert iou > 0.95 and not (refined & ~coarse).any()
+
+
+def test_snap_background_keeps_the_object_as_drawn_however_wide_the_maps_hole():
+    scene = w.Scene("blue", "red", "cross", "large", x0=10, y0=14)
     recolored = w.make_edit(scene, "background", "green")
-    bg = masks.refine_mask(np.ones((64, 64), dtype=bool), source, recolored.target.render(), "background")
-    assert (bg & recolored.mask).sum() / (bg | recolored.mask).sum() > 0.95
-    assert not bg[26:34, 26:34].any()  # the kept object is not filled in
+    coarse = np.ones((16, 16), dtype=bool)
+    coarse[2:14, 1:13] = False  # the map's hole: much wider than the cross
+    snapped = masks.snap_background(coarse, scene.render(), 4)
+    assert (snapped & recolored.mask).sum() / (snapped | recolored.mask).sum() > 0.95
+    assert not snapped[(scene.coverage() == 1.0)].any()  # the kept object is not filled in
+    no_hole = masks.snap_background(np.ones((16, 16), dtype=bool), scene.render(), 4)  # the largest object
+    assert (no_hole & recolored.mask).sum() / (no_hole | recolored.mask).sum() > 0.95
+    plain = w.Scene("blue", "red", "cross", "large", x0=10, y0=14).render() * 0 + 90  # nothing stands out
+    assert masks.snap_background(np.ones((16, 16), dtype=bool), plain.astype(np.uint8), 4).all()
 
 
 def test_feathered_composite_keeps_far_pixels_bit_for_bit():
@@ -397,7 +407,7 @@ def test_refine_mask_leaves_a_redrawn_background_to_the_input():
     edited[~pair.mask] += 15  # the edit re-drew the background a little off: not part of the edit
     edited = edited.clip(0, 255).astype(np.uint8)
     coarse = ndimage.binary_dilation(pair.mask, iterations=6)
-    refined = masks.refine_mask(coarse, source, edited, "foreground")
+    refined = masks.refine_mask(coarse, source, edited)
     assert (refined & pair.mask).sum() / (refined | pair.mask).sum() > 0.95
 
 
@@ -410,6 +420,6 @@ def test_recolor_keeps_the_source_outline():
     blob = w.Scene("blue", "green", "circle", "large", x0=12, y0=12).render()  # drawn too big
     coarse = np.zeros((64, 64), dtype=bool)
     coarse[8:56, 8:56] = True
-    refined = masks.refine_mask(coarse, scene.render(), blob, "foreground", keep_outline=True)
+    refined = masks.refine_mask(coarse, scene.render(), blob, keep_outline=True)
     truth = scene.coverage() > 0
     assert (refined & truth).sum() / (refined | truth).sum() > 0.9

@@ -184,11 +184,16 @@ def edit(
     elif region == "global":
         decision = RegionDecision("global", 1.0, {"given": "region"})
         latent_mask = np.ones(latents.shape[-2:], dtype=bool)
+        pixel_mask = masks.upsample_mask(latent_mask, factor)
     else:
         decision, latent_mask = _automatic_mask(
             pipe, latents, source_prompt, target_prompt, target_embeds, region, classifier, llm_url,
             _generator(seed), mask_config,
         )  # fmt: skip
+        pixel_mask = masks.upsample_mask(latent_mask, factor)  # a foreground edit's is refined after it
+        if decision.region == "background":  # the object as drawn; its latents are kept whole
+            pixel_mask = masks.snap_background(latent_mask, padded, factor, mask_config)
+            latent_mask = masks.downsample_mask(pixel_mask, factor)
     recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
     mask_seconds = time.perf_counter() - start
 
@@ -219,9 +224,10 @@ def edit(
             strength, steps, guidance_scale, generator, progress,
         )  # fmt: skip
         edited = decode(pipe, z)  # (H', W', 3)
-        coarse = masks.upsample_mask(latent_mask, factor)
-        refined = masks.refine_mask(coarse, padded, edited, decision.region, mask_config, recolor)
-        return _finish(source, edited, refined, height, width, feather)
+        final = pixel_mask
+        if decision.region == "foreground":  # snapped to the old and the new object's edges
+            final = masks.refine_mask(pixel_mask, padded, edited, mask_config, keep_outline=recolor)
+        return _finish(source, edited, final, height, width, feather)
 
     trace = None
     if strength == "auto":

@@ -120,40 +120,57 @@ def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     return mask[: h * factor, : w * factor].reshape(h, factor, w, factor).any(axis=(1, 3))
 
 
+def snap_background(
+    coarse: np.ndarray, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig()
+) -> np.ndarray:
+    """A background edit's pixel mask: everything but the object, as the picture draws it.
+
+    ``coarse`` is the latent mask ``region_mask`` cut for the background; its hole (before the
+    dilation), when it has one, points at the object. The object is every region of pixels that
+    stands out from the background colour (the median outside the hole) and reaches into the
+    hole; with no hole, the largest such region(s). Holes filled. Returns the upsampled
+    ``coarse`` when nothing stands out.
+    """
+    fallback = upsample_mask(coarse, factor)
+    hole = ~coarse if not config.dilate else ndimage.binary_dilation(~coarse, iterations=config.dilate)
+    hole = upsample_mask(hole, factor)
+    has_hole = hole.any() and not hole.all()
+    background = np.median(source[~hole] if has_hole else source.reshape(-1, source.shape[-1]), axis=0)
+    stands_out = _close(_far_from(source, background, config.change_tau))
+    if has_hole:
+        labels, _ = ndimage.label(stands_out)
+        objects = np.isin(labels, np.setdiff1d(np.unique(labels[hole & stands_out]), [0]))
+    else:
+        objects = _strongest(stands_out, np.ones(stands_out.shape))
+    objects = ndimage.binary_fill_holes(objects)
+    return ~objects if objects.any() and not objects.all() else fallback
+
+
 def refine_mask(
     coarse: np.ndarray,
     source: np.ndarray,
     edited: np.ndarray,
-    region: Region,
     config: MaskConfig = MaskConfig(),
     keep_outline: bool = False,
 ) -> np.ndarray:
-    """Snap a coarse pixel mask (latent cells are ``f`` pixels wide) to the picture's own edges.
+    """Snap a foreground edit's coarse pixel mask (latent cells are ``f`` pixels wide) to the
+    edges of the object, old or new, that the pictures show.
 
-    The colour around the edit is the background's: the median of the source in the coarse mask
-    for a background edit, in a ring just outside it for a foreground one. A foreground edit
-    keeps the pixels inside ``coarse`` that stand out from that colour in the source (the old
-    object) or in the edit (the new one), so a background the edit merely re-drew near the object
-    goes back to the input; with ``keep_outline`` (a recolour) only the old object counts. A
-    background edit keeps ``coarse`` minus the object: what stands out
-    from the background in the source. Never grows ``coarse``; returns it when the cut is empty.
+    The background's colour is the median of the source in a ring just outside ``coarse``. The
+    mask keeps the pixels inside ``coarse`` that stand out from it in the source (the old
+    object) or in the edit (the new one), so a background the edit merely re-drew near the
+    object goes back to the input; with ``keep_outline`` (a recolour) only the old object
+    counts. Never grows ``coarse``; returns it when the cut is empty.
     """
-    if region == "global":
-        return coarse
     tau = config.change_tau
-    if region == "foreground":
-        ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
-        if not ring.any():
-            return coarse
-        surround = np.median(source[ring], axis=0)
-        stands_out = _far_from(source, surround, tau)
-        if not keep_outline:
-            stands_out |= _far_from(edited, surround, tau)
-        refined = ndimage.binary_fill_holes(_strongest(_close(stands_out & coarse), np.ones(coarse.shape)))
-    else:
-        background = np.median(source[coarse], axis=0)
-        objects = ndimage.binary_fill_holes(_close(_far_from(source, background, tau) & coarse))
-        refined = coarse & ~_strongest(objects, np.ones(coarse.shape)) if objects.any() else coarse
+    ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
+    if not ring.any():
+        return coarse
+    surround = np.median(source[ring], axis=0)
+    stands_out = _far_from(source, surround, tau)
+    if not keep_outline:
+        stands_out |= _far_from(edited, surround, tau)
+    refined = ndimage.binary_fill_holes(_strongest(_close(stands_out & coarse), np.ones(coarse.shape)))
     refined &= coarse
     return refined if refined.any() else coarse
 
