@@ -423,3 +423,13 @@ def test_recolor_keeps_the_source_outline():
     refined = masks.refine_mask(coarse, scene.render(), blob, keep_outline=True)
     truth = scene.coverage() > 0
     assert (refined & truth).sum() / (refined | truth).sum() > 0.9
+
+
+def test_snap_foreground_grows_a_partial_map_to_the_whole_object():
+    scene = w.Scene("yellow", "purple", "cross", "large", x0=14, y0=10)
+    coarse = np.zeros((16, 16), dtype=bool)
+    coarse[3:5, 6:9] = True  # the map lit up the top arm only
+    snapped = masks.snap_foreground(coarse, scene.render(), 4)
+    covered = masks.upsample_mask(snapped, 4)
+    assert covered[scene.coverage() > 0].all()
+    assert snapped.sum() < 0.5 * snapped.size and (snapped | coarse).sum() == snapped.sum()

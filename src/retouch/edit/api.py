@@ -194,6 +194,9 @@ def edit(
         if decision.region == "background":  # the object as drawn; its latents are kept whole
             pixel_mask = masks.snap_background(latent_mask, padded, factor, mask_config)
             latent_mask = masks.downsample_mask(pixel_mask, factor)
+        elif decision.region == "foreground":  # all of the object the map touches
+            latent_mask = masks.snap_foreground(latent_mask, padded, factor, mask_config)
+            pixel_mask = masks.upsample_mask(latent_mask, factor)
     recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
     mask_seconds = time.perf_counter() - start
 

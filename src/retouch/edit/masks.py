@@ -146,6 +146,29 @@ def snap_background(
     return ~objects if objects.any() and not objects.all() else fallback
 
 
+def snap_foreground(
+    coarse: np.ndarray, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig()
+) -> np.ndarray:
+    """A foreground edit's latent mask, grown to cover the whole object it touches.
+
+    The map may light up only part of the object (a thin arm, one corner). Every region of
+    pixels that stands out from the colour around ``coarse`` (the median of a ring just outside
+    it) and overlaps ``coarse`` is the object; its latents join the mask, so the whole object is
+    re-drawn. The ring lies one to two latent cells out, beyond an object the map only grazed.
+    An object larger than half the picture is not trusted: ``coarse`` is returned as is.
+    """
+    pixels = upsample_mask(coarse, factor)
+    ring = ndimage.binary_dilation(pixels, iterations=2 * factor) & ~ndimage.binary_dilation(pixels, iterations=factor)
+    if not ring.any():
+        return coarse
+    stands_out = _close(_far_from(source, np.median(source[ring], axis=0), config.change_tau))
+    labels, _ = ndimage.label(stands_out)
+    objects = ndimage.binary_fill_holes(np.isin(labels, np.setdiff1d(np.unique(labels[pixels & stands_out]), [0])))
+    if objects.mean() > 0.5:
+        return coarse
+    return coarse | downsample_mask(objects, factor)
+
+
 def refine_mask(
     coarse: np.ndarray,
     source: np.ndarray,
