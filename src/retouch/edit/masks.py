@@ -137,11 +137,7 @@ def snap_background(
     has_hole = hole.any() and not hole.all()
     background = np.median(source[~hole] if has_hole else source.reshape(-1, source.shape[-1]), axis=0)
     stands_out = _close(_far_from(source, background, config.change_tau))
-    if has_hole:
-        labels, _ = ndimage.label(stands_out)
-        objects = np.isin(labels, np.setdiff1d(np.unique(labels[hole & stands_out]), [0]))
-    else:
-        objects = _strongest(stands_out, np.ones(stands_out.shape))
+    objects = _touching(stands_out, hole) if has_hole else _strongest(stands_out, np.ones(stands_out.shape))
     objects = ndimage.binary_fill_holes(objects)
     return ~objects if objects.any() and not objects.all() else fallback
 
@@ -162,8 +158,7 @@ def snap_foreground(
     if not ring.any():
         return coarse
     stands_out = _close(_far_from(source, np.median(source[ring], axis=0), config.change_tau))
-    labels, _ = ndimage.label(stands_out)
-    objects = ndimage.binary_fill_holes(np.isin(labels, np.setdiff1d(np.unique(labels[pixels & stands_out]), [0])))
+    objects = ndimage.binary_fill_holes(_touching(stands_out, pixels))
     if objects.mean() > 0.5:
         return coarse
     return coarse | downsample_mask(objects, factor)
@@ -196,6 +191,12 @@ def refine_mask(
     refined = ndimage.binary_fill_holes(_strongest(_close(stands_out & coarse), np.ones(coarse.shape)))
     refined &= coarse
     return refined if refined.any() else coarse
+
+
+def _touching(mask: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` that overlap ``area``."""
+    labels, _ = ndimage.label(mask)
+    return np.isin(labels, np.setdiff1d(np.unique(labels[mask & area]), [0]))
 
 
 def _far_from(pixels: np.ndarray, color: np.ndarray, tau: float) -> np.ndarray:
