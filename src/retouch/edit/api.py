@@ -190,12 +190,12 @@ def edit(
             pipe, latents, source_prompt, target_prompt, target_embeds, region, classifier, llm_url,
             _generator(seed), mask_config,
         )  # fmt: skip
-        pixel_mask = masks.upsample_mask(latent_mask, factor)  # a foreground edit's is refined after it
         if decision.region == "background":  # the object as drawn; its latents are kept whole
             pixel_mask = masks.snap_background(latent_mask, padded, factor, mask_config)
             latent_mask = masks.downsample_mask(pixel_mask, factor)
-        elif decision.region == "foreground":  # all of the object the map touches
-            latent_mask = masks.snap_foreground(latent_mask, padded, factor, mask_config)
+        else:  # a foreground mask covers all of the object the map touches, and is refined after the edit
+            if decision.region == "foreground":
+                latent_mask = masks.snap_foreground(latent_mask, padded, factor, mask_config)
             pixel_mask = masks.upsample_mask(latent_mask, factor)
     recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
     mask_seconds = time.perf_counter() - start
