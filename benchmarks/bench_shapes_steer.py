@@ -7,7 +7,8 @@ one seed per pair. Each frame's background (median of the 2-px border) is projec
 segment from A's background colour to B's: 0 = A's, 1 = B's. Bars: at most one inversion
 (a later frame more than TOL nearer to A than an earlier one) in >= 90% of pairs; both ends
 read back by the oracle as A and B (all fields) in >= 90%; the object's centre (oracle bbox)
-moves <= 2 px across the frames in >= 90%.
+moves <= 2 px across the frames in >= 90%. ``--layout-steps K`` runs (a) with interpolate's
+layout lock (every frame's first K steps on the midpoint prompt).
 (b) Style strength: the phrase "pastel" (``--direction phrase``) on N plain captions at
 theta in {-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1}. The background's pastel blend is the fraction
 of the way from the plain palette colour toward white (0 plain, 0.5 pastel). Bars: the blend
@@ -93,12 +94,14 @@ def bench_interpolation(args: argparse.Namespace, sampling: dict[str, Any]) -> d
         a = shapes64.sample_scene(rng)
         others = [c for c in shapes64.COLORS if c not in (a.background, a.color)]
         items.append((a, replace(a, background=str(rng.choice(others))), args.seed * 1000 + i))
-    rows = map_in_workers(interpolation_row, items, args.workers, args.model, None, sampling)
+    settings = {**sampling, "layout_steps": args.layout_steps}
+    rows = map_in_workers(interpolation_row, items, args.workers, args.model, None, settings)
     n = args.n
     spreads = np.array([row["centre_spread"] for row in rows])
     return {
         "pairs": n,
         "frames": FRAMES,
+        "layout_steps": args.layout_steps,
         "ordered_rate": float(np.mean([row["inversions"] <= 1 for row in rows])),
         "mean_inversions": float(np.mean([row["inversions"] for row in rows])),
         "ends_read_back_rate": float(np.mean([row["ends_ok"] for row in rows])),
@@ -162,6 +165,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
+    parser.add_argument("--layout-steps", type=int, default=0,
+                        help="(a) with every frame's first K steps on the midpoint prompt (default: 0, off)")
     args = parser.parse_args()
 
     loaded = load_model(args.model)

@@ -45,6 +45,14 @@ def test_interpolate_writes_frames_strip_and_gif(model_dir: str, tmp_path: Path,
     result = replay(out["frames"][1], tmp_path / "replayed.png")
     assert result.identical
 
+    locked = _run(
+        capsys, "interpolate", "a red circle", "a green square", "--frames", "3", "--seed", "4",
+        "--steps", "2", "--layout-steps", "1", "--model", model_dir, "--output", str(tmp_path / "locked"),
+    )  # fmt: skip
+    assert read_recipe(locked["frames"][0])["layout_steps"] == 1
+    assert not np.array_equal(_pixels(locked["frames"][0]), _pixels(out["frames"][0]))
+    assert replay(locked["frames"][0], tmp_path / "locked-replayed.png").identical
+
 
 def test_style_single_and_sweep(model_dir: str, tmp_path: Path, capsys) -> None:
     common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]

@@ -60,3 +60,20 @@ def test_bad_input(pipe) -> None:
         interpolate(pipe, A, B, frames=3, frame=3, seed=1, steps=1)
     with pytest.raises(RetouchError, match="at least 2 frames"):
         frame_positions(0)
+
+
+def test_layout_steps_share_the_midpoint_then_follow_each_frame(pipe) -> None:
+    kwargs = {"seed": 7, "steps": 3, "scheduler": "ddim"}
+    plain = interpolate(pipe, A, B, frames=3, **kwargs)
+    locked = interpolate(pipe, A, B, frames=3, layout_steps=2, **kwargs)
+    # the midpoint frame is conditioned on the midpoint all along either way
+    assert np.array_equal(_np(locked.images[1]), _np(plain.images[1]))
+    # the ends took their first two steps on the midpoint, then their own text
+    assert not np.array_equal(_np(locked.images[0]), _np(plain.images[0]))
+    assert not np.array_equal(_np(locked.images[0]), _np(locked.images[1]))
+    assert not np.array_equal(_np(locked.images[0]), _np(locked.images[2]))
+    assert locked.recipes[0]["layout_steps"] == 2
+    alone = interpolate(pipe, A, B, frames=3, frame=0, layout_steps=2, **kwargs)
+    assert np.array_equal(_np(alone.images[0]), _np(locked.images[0]))
+    with pytest.raises(RetouchError, match="layout_steps must be at least 0 and below steps"):
+        interpolate(pipe, A, B, frames=3, layout_steps=3, **kwargs)

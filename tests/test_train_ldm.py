@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
 from retouch.cli import main
-from retouch.train.ldm import min_snr_weights
+from retouch.train.data import Shapes64Source
+from retouch.train.ldm import LDMConfig, Trainer, _latent_mask, foreground_weights, min_snr_weights
 from retouch.worlds import shapes64
 
 TINY = {
@@ -26,7 +28,7 @@ TINY = {
     "decoder_steps": 2, "decoder_batch_size": 2,
     "text_hidden": 16, "text_layers": 1, "text_heads": 2, "unet_channels": [8, 16, 16], "unet_heads": 2,
     "unet_steps": 6, "unet_batch_size": 4, "checkpoint_every": 2, "warmup_steps": 2,
-    "unet_text_time_embedding": True, "min_snr_gamma": 5.0,
+    "unet_text_time_embedding": True, "min_snr_gamma": 5.0, "foreground_loss_share": 0.5,
 }
 
 
@@ -141,3 +143,36 @@ def test_min_snr_weights():
     eps = min_snr_weights(snr, 5.0, "epsilon")
     assert torch.allclose(v, torch.tensor([1.0, 0.5, 5 / 6, 5 / 21]))
     assert torch.allclose(eps, torch.tensor([1.0, 1.0, 1.0, 0.25]))  # 1 at snr 0: no 0/0
+
+
+def test_foreground_weights_give_the_object_its_share():
+    mask = torch.zeros(3, 16, 16)
+    mask[0, 2:7, 2:7] = 1.0  # a small object: 25 of 256 cells
+    mask[1, :, :8] = 1.0  # half the picture
+    weights = foreground_weights(mask, 0.5)
+    assert torch.allclose(weights.mean(dim=(1, 2)), torch.ones(3))
+    inside = (weights * mask).sum(dim=(1, 2)) / weights.sum(dim=(1, 2))
+    assert torch.allclose(inside[:2], torch.tensor([0.5, 0.5]))
+    assert weights[0, 3, 3] > 4 * weights[0, 12, 12]  # the small object's cells weigh far more
+    assert torch.equal(weights[2], torch.ones(16, 16))  # no object: uniform
+
+
+def test_foreground_masks_follow_the_same_draws_as_the_pictures():
+    source = Shapes64Source()
+    images, captions = source.sample(np.random.default_rng(3), 6)
+    images2, captions2, coverage = source.sample_with_foreground(np.random.default_rng(3), 6)
+    assert np.array_equal(images, images2) and captions == captions2
+    cells = _latent_mask(torch.from_numpy(coverage), 16)
+    assert cells.shape == (6, 16, 16) and float(cells.max()) == 1.0
+    small = [i for i, c in enumerate(captions) if " small " in c]
+    large = [i for i, c in enumerate(captions) if " large " in c]
+    assert all((cells[i] > 0).sum() < (cells[j] > 0).sum() for i in small for j in large)
+
+
+def test_foreground_share_needs_a_source_with_objects(tmp_path: Path):
+    from retouch.train.data import FixedSource
+
+    config = LDMConfig(data="imagefolder", data_dir=str(tmp_path), foreground_loss_share=0.5)
+    source = FixedSource(np.zeros((2, 64, 64, 3), np.uint8), ["a", "b"])
+    with pytest.raises(ValueError, match="foreground_loss_share needs a data source"):
+        Trainer(config, tmp_path).encode_latents(source, None)

@@ -27,6 +27,7 @@ INTERPOLATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "frames": int,
     "frame": int,  # make only this frame (0-based): a replay of one frame's PNG
     "noise_seed_b": int,
+    "layout_steps": int,
 }
 
 
@@ -88,6 +89,7 @@ def interpolate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         frames=get(job, "frames", DEFAULT_FRAMES),
         seed=job.get("seed"),
         noise_seed_b=job.get("noise_seed_b"),
+        layout_steps=get(job, "layout_steps", 0),
         negative_prompt=get(job, "negative_prompt", ""),
         steps=get(job, "steps", DEFAULT_STEPS),
         guidance_scale=job.get("guidance_scale"),

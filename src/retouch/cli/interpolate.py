@@ -31,6 +31,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="also slerp the initial noise, from --seed's to this seed's",
     )
     parser.add_argument(
+        "--layout-steps",
+        type=int,
+        default=0,
+        metavar="K",
+        help="take every frame's first K sampling steps on the midpoint prompt, so all frames keep one "
+        "layout (the ends then differ from plain generations of A and B; default: 0, off)",
+    )
+    parser.add_argument(
         "--frame-ms", type=int, default=GIF_FRAME_MS, help=f"GIF frame duration (default: {GIF_FRAME_MS})"
     )
     add_sampling_arguments(parser)
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames,
         seed=args.seed,
         noise_seed_b=args.noise_seed_b,
+        layout_steps=args.layout_steps,
         negative_prompt=args.negative_prompt,
         steps=args.steps,
         guidance_scale=args.guidance_scale,

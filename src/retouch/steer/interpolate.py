@@ -4,11 +4,19 @@ DALL-E 2 (Ramesh et al. 2022, section 3.2 and figure 4) interpolates CLIP embedd
 slerp while the decoder's noise stays fixed; here the conditioning is the text encoder's last
 hidden states, slerped token by token, and the initial latents are drawn once from the seed
 (optionally slerped toward a second seed's) so only the text moves from frame to frame.
+
+A small model decides where the object goes in the first, noisiest steps, and it decides that
+from the text too, so frames of two prompts that differ only in colour can still put the object
+in different places. ``layout_steps`` makes every frame take its first steps on the path's
+midpoint, so all frames share one layout and only the rest of the sampling follows the frame's
+own text (the same trade as prompt-to-prompt's "cross-attention injection" for the first steps,
+Hertz et al. 2022, section 3.2, done here on the whole conditioning).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +76,7 @@ def interpolate(
     width: int | None = None,
     height: int | None = None,
     frame: int | None = None,
+    layout_steps: int = 0,
     progress: bool = False,
 ) -> InterpolateResult:
     """Make ``frames`` pictures whose text conditioning slerps from ``prompt_a`` to ``prompt_b``.
@@ -81,6 +90,9 @@ def interpolate(
         noise_seed_b: also slerp the initial latents, from ``seed``'s to ``noise_seed_b``'s. An
             ancestral sampler (``euler-a``) still draws its per-step noise from ``seed``.
         frame: make only frame ``frame`` (0-based), as a replay of one frame does.
+        layout_steps: condition the first ``layout_steps`` of the ``steps`` sampling steps of every
+            frame on the midpoint ``slerp(A, B, 0.5)``, so every frame keeps one layout (object
+            position and size). The ends then no longer equal ``generate`` of A and of B.
     """
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
     pipe = loaded.pipe
@@ -92,6 +104,8 @@ def interpolate(
     _check_arguments(1, seed, steps, width, height)
     if noise_seed_b is not None:
         _check_arguments(1, noise_seed_b, steps, width, height)
+    if not 0 <= layout_steps < steps:
+        raise RetouchError(f"layout_steps must be at least 0 and below steps ({steps}), got {layout_steps}")
     if frame is not None and not 0 <= frame < frames:
         raise RetouchError(f"frame must be between 0 and {frames - 1}, got {frame}")
     for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
@@ -112,6 +126,7 @@ def interpolate(
         "frames": frames,
         "seed": seed,
         "noise_seed_b": noise_seed_b,
+        "layout_steps": layout_steps,
         "steps": steps,
         "guidance_scale": guidance_scale,
         "scheduler": scheduler,
@@ -130,8 +145,10 @@ def interpolate(
             if noise_seed_b is not None:
                 latents_b, _ = initial_latents(pipe, latents_shape, noise_seed_b, embeds_a.dtype)
                 latents = slerp(latents.flatten(), latents_b.flatten(), t).view(latents_shape)
+            embeds = slerp(embeds_a, embeds_b, t)  # token by token
+            layout = slerp(embeds_a, embeds_b, 0.5) if layout_steps else embeds
             output = pipe(
-                prompt_embeds=slerp(embeds_a, embeds_b, t),  # token by token
+                prompt_embeds=layout,
                 negative_prompt=None if negative_embeds is not None else negative_prompt or None,
                 negative_prompt_embeds=negative_embeds,
                 latents=latents,
@@ -140,6 +157,8 @@ def interpolate(
                 width=width,
                 height=height,
                 generator=generator,
+                callback_on_step_end=swap_prompt_embeds(layout_steps, embeds) if layout_steps else None,
+                callback_on_step_end_tensor_inputs=["prompt_embeds"],
             )
             result.images.append(output.images[0])
             result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={t:.3f})", "frame": k})
@@ -159,3 +178,17 @@ def initial_latents(
     generator = torch.Generator("cpu").manual_seed(seed)
     latents = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=dtype)
     return latents, generator
+
+
+def swap_prompt_embeds(after_steps: int, embeds: torch.Tensor) -> Callable[..., dict]:
+    """A ``callback_on_step_end`` that conditions the sampling on ``embeds`` (1, tokens, dim) from
+    step ``after_steps`` on; under classifier-free guidance the pipeline's negative half is kept."""
+
+    def callback(pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
+        if step_index + 1 == after_steps:
+            current = callback_kwargs["prompt_embeds"]  # (2, ...) negative then positive, or (1, ...)
+            new = embeds.to(current.device, current.dtype)
+            callback_kwargs["prompt_embeds"] = torch.cat([current[:1], new]) if len(current) == 2 else new
+        return callback_kwargs
+
+    return callback
