@@ -33,11 +33,12 @@ class Shapes64Source:
     resolution: int = shapes64.CANVAS
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
-        images, captions, _ = self.sample_with_foreground(rng, n)
-        return images, captions
+        scenes = [shapes64.sample_scene(rng) for _ in range(n)]
+        return np.stack([s.render() for s in scenes]), [s.caption() for s in scenes]
 
     def sample_with_foreground(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """The same draws as ``sample``, plus each object's (n, 64, 64) pixel coverage in [0, 1]."""
+        """The same draws as ``sample`` (the rng is used by the scenes alone), plus each object's
+        (n, 64, 64) pixel coverage in [0, 1]."""
         scenes = [shapes64.sample_scene(rng) for _ in range(n)]
         coverage = np.stack([s.coverage() for s in scenes]).astype(np.float32)
         return np.stack([s.render() for s in scenes]), [s.caption() for s in scenes], coverage
