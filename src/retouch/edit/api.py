@@ -171,6 +171,7 @@ def edit(
     factor = pipe.vae_scale_factor
 
     # 1. The mask, and the region it stands for.
+    early_mask = None  # background edits: the latent mask while the layout forms (see blend)
     if method in ("blend", "inpaint"):
         latents = encode(pipe, padded)  # (1, 4, h, w), shared by the map and every strength tried
         target_embeds, negative_embeds = text_embeddings(pipe, target_prompt, guidance_scale)
@@ -190,14 +191,16 @@ def edit(
             pipe, latents, source_prompt, target_prompt, target_embeds, region, classifier, llm_url,
             _generator(seed), mask_config,
         )  # fmt: skip
-        if decision.region == "background":  # the object as drawn; its latents are kept whole
+        if decision.region == "background":  # the object as drawn; its latents are kept whole at first
             pixel_mask = masks.snap_background(latent_mask, padded, factor, mask_config)
             latent_mask = masks.downsample_mask(pixel_mask, factor)
+            early_mask = masks.downsample_mask(pixel_mask, factor, every=True)
         else:  # a foreground mask covers all of the object the map touches, and is refined after the edit
             if decision.region == "foreground":
                 latent_mask = masks.snap_foreground(latent_mask, padded, factor, mask_config)
             pixel_mask = masks.upsample_mask(latent_mask, factor)
     recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
+    hold = {"early_mask": early_mask, "early_fraction": mask_config.hold_fraction} if early_mask is not None else {}
     mask_seconds = time.perf_counter() - start
 
     # 2. The edit at one strength: the method's pixels and the mask they are composited through.
@@ -224,7 +227,7 @@ def edit(
             return _finish(source, decode(pipe, z), pixel_mask, height, width, feather)
         z = blended_latent_diffusion(
             pipe, latents, latent_mask, target_embeds, negative_embeds, new_scheduler,
-            strength, steps, guidance_scale, generator, progress,
+            strength, steps, guidance_scale, generator, progress, **hold,
         )  # fmt: skip
         edited = decode(pipe, z)  # (H', W', 3)
         final = pixel_mask

@@ -32,8 +32,10 @@ class MaskConfig:
     clip_quantile: float = 0.99  # values above this quantile are clipped before rescaling to [0, 1]
     smooth_sigma: float = 1.0  # Gaussian smoothing of the map, in latent pixels
     threshold: float = 0.5  # DiffEdit's binarization threshold on the rescaled map
-    dilate: int = 1  # latent pixels added around the thresholded, region-cut mask
+    dilate: int = 0  # latent pixels added around the thresholded, region-cut mask (the snaps grow it)
     change_tau: float = 24.0  # refine_mask: a pixel stands out when a channel differs by more (0-255)
+    outline_slack: int = 2  # refine_mask, recolours: px around the old outline the new object may fill
+    hold_fraction: float = 0.5  # background edits: steps that keep every latent cell the object touches
 
 
 @torch.no_grad()
@@ -114,10 +116,12 @@ def upsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     return np.kron(mask.astype(np.uint8), np.ones((factor, factor), dtype=np.uint8)).astype(bool)
 
 
-def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
-    """(H, W) pixel mask -> (H / factor, W / factor): a latent is edited when any of its pixels is."""
+def downsample_mask(mask: np.ndarray, factor: int, every: bool = False) -> np.ndarray:
+    """(H, W) pixel mask -> (H / factor, W / factor): a latent is edited when any of its pixels is
+    (with ``every``, only when all of them are)."""
     h, w = mask.shape[0] // factor, mask.shape[1] // factor
-    return mask[: h * factor, : w * factor].reshape(h, factor, w, factor).any(axis=(1, 3))
+    cells = mask[: h * factor, : w * factor].reshape(h, factor, w, factor)
+    return cells.all(axis=(1, 3)) if every else cells.any(axis=(1, 3))
 
 
 def snap_background(
@@ -177,8 +181,10 @@ def refine_mask(
     The background's colour is the median of the source in a ring just outside ``coarse``. The
     mask keeps the pixels inside ``coarse`` that stand out from it in the source (the old
     object) or in the edit (the new one), so a background the edit merely re-drew near the
-    object goes back to the input; with ``keep_outline`` (a recolour) only the old object
-    counts. Never grows ``coarse``; returns it when the cut is empty.
+    object goes back to the input; with ``keep_outline`` (a recolour) the new object counts only
+    within ``outline_slack`` pixels of the old one (a recoloured object drawn a pixel or two off
+    is taken whole, with no rim of the old colour, but cannot grow). Never grows ``coarse``;
+    returns it when the cut is empty.
     """
     tau = config.change_tau
     ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
@@ -186,8 +192,11 @@ def refine_mask(
         return coarse
     surround = np.median(source[ring], axis=0)
     stands_out = _far_from(source, surround, tau)
-    if not keep_outline:
-        stands_out |= _far_from(edited, surround, tau)
+    new_object = _far_from(edited, surround, tau)
+    if keep_outline:  # the new object counts only within a few pixels of the old one's outline
+        slack = config.outline_slack  # (scipy dilates until nothing changes when iterations is 0)
+        new_object &= ndimage.binary_dilation(stands_out, iterations=slack) if slack > 0 else stands_out
+    stands_out |= new_object
     refined = ndimage.binary_fill_holes(_strongest(_close(stands_out & coarse), np.ones(coarse.shape)))
     refined &= coarse
     return refined if refined.any() else coarse
