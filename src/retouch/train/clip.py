@@ -5,7 +5,7 @@ It is the judge and metric model of the shapes-64 world (CLIP score, Imagic's ``
 output folder loads with ``CLIPModel.from_pretrained`` and ``CLIPProcessor.from_pretrained``.
 Scenes are drawn procedurally with a per-step seeded rng, so a resumed run sees the same data.
 
-    retouch train clip --output src/retouch/assets/shapes-64-clip --steps 4000
+    retouch train clip --output src/retouch/assets/shapes-64-clip --steps 2000
 """
 
 from __future__ import annotations
