@@ -12,7 +12,8 @@ set of pixels nearer to the object's colour than to the frame's own border colou
 reading, made for palette pictures, takes the halo and the off-palette blend of a middle
 frame's background for the object and would move the centre where the picture does not.
 ``--layout-steps K`` runs (a) with interpolate's layout lock (every frame's first K steps on
-the midpoint prompt).
+the midpoint prompt); ``--hold-common F`` with its held common region (for the first F of the
+steps every frame keeps the first frame's latents where the two captions agree).
 (b) Style strength: the phrase "pastel" (``--direction phrase``) on N plain captions at
 theta in {-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1}. The background's pastel blend is the fraction
 of the way from the plain palette colour toward white (0 plain, 0.5 pastel). Bars: the blend
@@ -115,7 +116,7 @@ def bench_interpolation(args: argparse.Namespace, sampling: dict[str, Any]) -> d
         a = shapes64.sample_scene(rng)
         others = [c for c in shapes64.COLORS if c not in (a.background, a.color)]
         items.append((a, replace(a, background=str(rng.choice(others))), args.seed * 1000 + i))
-    settings = {**sampling, "layout_steps": args.layout_steps}
+    settings = {**sampling, "layout_steps": args.layout_steps, "hold_common": args.hold_common}
     rows = map_in_workers(interpolation_row, items, args.workers, args.model, None, settings)
     n = args.n
     spreads = np.array([row["centre_spread"] for row in rows])
@@ -123,6 +124,7 @@ def bench_interpolation(args: argparse.Namespace, sampling: dict[str, Any]) -> d
         "pairs": n,
         "frames": FRAMES,
         "layout_steps": args.layout_steps,
+        "hold_common": args.hold_common,
         "ordered_rate": float(np.mean([row["inversions"] <= 1 for row in rows])),
         "mean_inversions": float(np.mean([row["inversions"] for row in rows])),
         "ends_read_back_rate": float(np.mean([row["ends_ok"] for row in rows])),
@@ -188,6 +190,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
     parser.add_argument("--layout-steps", type=int, default=0,
                         help="(a) with every frame's first K steps on the midpoint prompt (default: 0, off)")
+    parser.add_argument("--hold-common", type=float, default=0.0, metavar="FRACTION",
+                        help="(a) keep what the two captions share from the first frame for this "
+                             "fraction of the steps (default: 0, off)")
     args = parser.parse_args()
 
     loaded = load_model(args.model)

@@ -53,6 +53,14 @@ def test_interpolate_writes_frames_strip_and_gif(model_dir: str, tmp_path: Path,
     assert not np.array_equal(_pixels(locked["frames"][0]), _pixels(out["frames"][0]))
     assert replay(locked["frames"][0], tmp_path / "locked-replayed.png").identical
 
+    held = _run(
+        capsys, "interpolate", "a red circle", "a green square", "--frames", "3", "--seed", "4",
+        "--steps", "2", "--hold-common", "1", "--model", model_dir, "--output", str(tmp_path / "held"),
+    )  # fmt: skip
+    assert read_recipe(held["frames"][2])["hold_common"] == 1.0
+    assert np.array_equal(_pixels(held["frames"][0]), _pixels(out["frames"][0]))  # frame 0: A's own
+    assert replay(held["frames"][2], tmp_path / "held-replayed.png").identical
+
 
 def test_style_single_and_sweep(model_dir: str, tmp_path: Path, capsys) -> None:
     common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]

@@ -77,3 +77,37 @@ def test_layout_steps_share_the_midpoint_then_follow_each_frame(pipe) -> None:
     assert np.array_equal(_np(alone.images[0]), _np(locked.images[0]))
     with pytest.raises(RetouchError, match="layout_steps must be at least 0 and below steps"):
         interpolate(pipe, A, B, frames=3, layout_steps=3, **kwargs)
+
+
+def test_hold_common_keeps_frame_zero_and_replays(pipe) -> None:
+    kwargs = {"seed": 3, "steps": 4, "scheduler": "euler"}
+    held = interpolate(pipe, A, B, frames=3, hold_common=1.0, **kwargs)
+    # frame 0's own sampling is the held trajectory: it is the plain generation of A
+    assert np.array_equal(_np(held.images[0]), _np(generate(pipe, A, **kwargs).images[0]))
+    assert held.recipes[2]["hold_common"] == 1.0
+    alone = interpolate(pipe, A, B, frames=3, frame=2, hold_common=1.0, **kwargs)
+    assert np.array_equal(_np(alone.images[0]), _np(held.images[2]))
+    with pytest.raises(RetouchError, match="whole picture"):  # a style word: nothing is shared
+        interpolate(pipe, A, A + ", pastel", frames=3, hold_common=0.5, **kwargs)
+    with pytest.raises(RetouchError, match="hold_common is a fraction"):
+        interpolate(pipe, A, B, frames=3, hold_common=1.5, **kwargs)
+
+
+def test_hold_latents_puts_back_the_shared_region() -> None:
+    import torch
+
+    from retouch.steer.hold import chain, hold_latents
+
+    held = [torch.full((1, 4, 4, 4), float(i)) for i in range(4)]
+    early = np.ones((4, 4), dtype=bool)
+    early[1:3, 1:3] = False  # every cell the object touches
+    late = np.ones((4, 4), dtype=bool)
+    late[1, 1] = False  # the cell it fills
+    callback = chain(None, hold_latents(held, (early, late), hold_steps=3))
+    out = []
+    for step in range(4):
+        latents = callback(None, step, None, {"latents": torch.full((1, 4, 4, 4), -1.0)})["latents"]
+        out.append(latents[0, 0])
+    assert (out[0][1:3, 1:3] == 0).all() and (out[0][0] == -1).all()  # first half: the grown hold
+    assert out[2][1, 1] == 2 and out[2][2, 2] == -1 and (out[2][0] == -1).all()  # then exactly
+    assert (out[3] == -1).all()  # past hold_steps: the frame's own

@@ -28,6 +28,7 @@ INTERPOLATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "frame": int,  # make only this frame (0-based): a replay of one frame's PNG
     "noise_seed_b": int,
     "layout_steps": int,
+    "hold_common": (int, float),  # fraction of the steps, 0 to 1
 }
 
 
@@ -90,6 +91,7 @@ def interpolate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         seed=job.get("seed"),
         noise_seed_b=job.get("noise_seed_b"),
         layout_steps=get(job, "layout_steps", 0),
+        hold_common=get(job, "hold_common", 0.0),
         negative_prompt=get(job, "negative_prompt", ""),
         steps=get(job, "steps", DEFAULT_STEPS),
         guidance_scale=job.get("guidance_scale"),

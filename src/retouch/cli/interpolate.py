@@ -39,6 +39,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "layout (the ends then differ from plain generations of A and B; default: 0, off)",
     )
     parser.add_argument(
+        "--hold-common",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="for this fraction of the steps (0 to 1), every frame keeps what the two prompts share "
+        "(found as edit finds its mask) from the first frame's sampling, so only what they differ in "
+        "moves (default: 0, off)",
+    )
+    parser.add_argument(
         "--frame-ms", type=int, default=GIF_FRAME_MS, help=f"GIF frame duration (default: {GIF_FRAME_MS})"
     )
     add_sampling_arguments(parser)
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         noise_seed_b=args.noise_seed_b,
         layout_steps=args.layout_steps,
+        hold_common=args.hold_common,
         negative_prompt=args.negative_prompt,
         steps=args.steps,
         guidance_scale=args.guidance_scale,

@@ -38,6 +38,7 @@ from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
+from retouch.steer.hold import chain, changing_region, hold_latents, record_latents
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
 from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
@@ -77,6 +78,7 @@ def interpolate(
     height: int | None = None,
     frame: int | None = None,
     layout_steps: int = 0,
+    hold_common: float = 0.0,
     progress: bool = False,
 ) -> InterpolateResult:
     """Make ``frames`` pictures whose text conditioning slerps from ``prompt_a`` to ``prompt_b``.
@@ -93,6 +95,10 @@ def interpolate(
         layout_steps: condition the first ``layout_steps`` of the ``steps`` sampling steps of every
             frame on the midpoint ``slerp(A, B, 0.5)``, so every frame keeps one layout (object
             position and size). The ends then no longer equal ``generate`` of A and of B.
+        hold_common: for this fraction of the steps, every frame keeps the region the two prompts
+            agree on (found as DiffEdit finds an edit's mask) from frame 0's sampling, so only
+            what the prompts differ in moves (``steer.hold``). Needs prompts that differ in the
+            foreground or the background, not in the whole picture. Frame 0 is unchanged by it.
     """
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
     pipe = loaded.pipe
@@ -106,6 +112,8 @@ def interpolate(
         _check_arguments(1, noise_seed_b, steps, width, height)
     if not 0 <= layout_steps < steps:
         raise RetouchError(f"layout_steps must be at least 0 and below steps ({steps}), got {layout_steps}")
+    if not 0 <= hold_common <= 1:
+        raise RetouchError(f"hold_common is a fraction of the steps, from 0 to 1, got {hold_common}")
     if frame is not None and not 0 <= frame < frames:
         raise RetouchError(f"frame must be between 0 and {frames - 1}, got {frame}")
     for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
@@ -127,6 +135,7 @@ def interpolate(
         "seed": seed,
         "noise_seed_b": noise_seed_b,
         "layout_steps": layout_steps,
+        "hold_common": hold_common,
         "steps": steps,
         "guidance_scale": guidance_scale,
         "scheduler": scheduler,
@@ -136,34 +145,55 @@ def interpolate(
     }
     indices = range(frames) if frame is None else [frame]
     result = InterpolateResult([], [], [], [])
+    call = {
+        "negative_prompt": None if negative_embeds is not None else negative_prompt or None,
+        "negative_prompt_embeds": negative_embeds,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance_scale,
+        "width": width,
+        "height": height,
+    }
+
+    def sample(k: int, hold: Callable[..., dict] | None = None, record: list | None = None) -> Image.Image:
+        """Frame ``k``; ``hold`` re-imposes the held region, ``record`` collects its latents per step."""
+        t = ts[k]
+        pipe.set_progress_bar_config(disable=not progress, leave=False, desc=f"frame {k + 1}/{frames}")
+        latents, generator = initial_latents(pipe, latents_shape, seed, embeds_a.dtype)
+        if noise_seed_b is not None:
+            latents_b, _ = initial_latents(pipe, latents_shape, noise_seed_b, embeds_a.dtype)
+            latents = slerp(latents.flatten(), latents_b.flatten(), t).view(latents_shape)
+        embeds = slerp(embeds_a, embeds_b, t)  # token by token
+        layout = slerp(embeds_a, embeds_b, 0.5) if layout_steps else embeds
+        callback = swap_prompt_embeds(layout_steps, embeds) if layout_steps else None
+        if hold is not None:
+            callback = chain(hold, callback)
+        if record is not None:
+            callback = chain(callback, record_latents(record))
+        output = pipe(
+            prompt_embeds=layout,
+            latents=latents,
+            generator=generator,
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["prompt_embeds", "latents"],
+            **call,
+        )
+        return output.images[0]
+
     with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
+        hold, first = None, None
+        if hold_common:  # frame 0's trajectory, and where the prompts disagree on its picture
+            start = time.perf_counter()
+            held: list[torch.Tensor] = []
+            first = (sample(0, record=held), time.perf_counter() - start)
+            changing = changing_region(pipe, held[-1], prompt_a, prompt_b, embeds_a, embeds_b, seed)
+            hold = hold_latents(held, changing, round(hold_common * steps))
         for k in indices:
             start = time.perf_counter()
-            t = ts[k]
-            pipe.set_progress_bar_config(disable=not progress, leave=False, desc=f"frame {k + 1}/{frames}")
-            latents, generator = initial_latents(pipe, latents_shape, seed, embeds_a.dtype)
-            if noise_seed_b is not None:
-                latents_b, _ = initial_latents(pipe, latents_shape, noise_seed_b, embeds_a.dtype)
-                latents = slerp(latents.flatten(), latents_b.flatten(), t).view(latents_shape)
-            embeds = slerp(embeds_a, embeds_b, t)  # token by token
-            layout = slerp(embeds_a, embeds_b, 0.5) if layout_steps else embeds
-            output = pipe(
-                prompt_embeds=layout,
-                negative_prompt=None if negative_embeds is not None else negative_prompt or None,
-                negative_prompt_embeds=negative_embeds,
-                latents=latents,
-                num_inference_steps=steps,
-                guidance_scale=guidance_scale,
-                width=width,
-                height=height,
-                generator=generator,
-                callback_on_step_end=swap_prompt_embeds(layout_steps, embeds) if layout_steps else None,
-                callback_on_step_end_tensor_inputs=["prompt_embeds"],
-            )
-            result.images.append(output.images[0])
-            result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={t:.3f})", "frame": k})
-            result.ts.append(t)
-            result.seconds.append(time.perf_counter() - start)
+            image = first[0] if k == 0 and first else sample(k, hold)
+            result.images.append(image)
+            result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={ts[k]:.3f})", "frame": k})
+            result.ts.append(ts[k])
+            result.seconds.append(first[1] if k == 0 and first else time.perf_counter() - start)
     if frame is None:
         result.strip, result.strip_recipe = contact_strip(result.images), recipe
     return result
