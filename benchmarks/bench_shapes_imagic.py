@@ -1,6 +1,6 @@
 """Benchmark Imagic (``retouch imagic --eta auto``) on the shapes-64 world.
 
-    python benchmarks/bench_shapes_imagic.py --n 60 --out outputs/bench_imagic.json
+    python benchmarks/bench_shapes_imagic.py --n 60 --workers 2 --out outputs/bench_imagic.json
     python benchmarks/bench_shapes_imagic.py --plot-one docs/img/imagic_eta.png     # one edit's eta sweep
     python benchmarks/bench_shapes_imagic.py --n 1 --model /tmp/tiny64 --embed-steps 2 --tune-steps 2 --steps 2
 
@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+from workers import map_in_workers, worker_model, worker_settings
 
 from retouch.edit.imagic import DEFAULT_STEPS, imagic
 from retouch.metrics.masked import masked_psnr
@@ -73,6 +75,26 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def run_item(item: tuple[int, str, shapes64.EditPair]) -> dict[str, Any]:
+    """One picture, in a worker (see ``workers.py``; stages A and B need gradients back on)."""
+    i, kind, pair = item
+    args = worker_settings()
+    row: dict[str, Any] = {"kind": kind, "source": pair.source_caption, "target": pair.target_caption}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache, torch.enable_grad():
+        try:
+            result = run_pair(worker_model(), pair, args.seed + i, Path(cache), args)
+            row.update(score(pair, np.asarray(result.image)))
+            row.update(eta=result.report["eta"], accepted=result.report["choice"]["accepted"], error=None)
+        except Exception as e:  # one failure must not stop the benchmark
+            row["error"] = f"{type(e).__name__}: {e}"
+    row["seconds"] = time.perf_counter() - start
+    psnr = row.get("psnr_outside", math.nan)
+    print(f"{i + 1}/{args.n} {kind:10} eta {row.get('eta')} success {row.get('success')} "
+          f"PSNR {psnr:.1f} dB {row['seconds']:.1f}s {row['error'] or ''}", flush=True)  # fmt: skip
+    return row
+
+
 def plot_one(model: LoadedModel, path: Path, args: argparse.Namespace) -> None:
     """One edit's sweep: input, chosen output, each eta's picture (the chosen seed), the scores."""
     pair = shapes64.sample_edit(np.random.default_rng(args.seed), "color")
@@ -107,32 +129,16 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's recommended")
     parser.add_argument("--judge", default=None, help="default: the oracle (canonical captions)")
     parser.add_argument("--out", type=Path, default=None, help="JSON of every row and the summary")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
     parser.add_argument("--plot-one", type=Path, default=None, metavar="PNG", help="plot one edit's eta sweep")
     args = parser.parse_args()
-    model = load_model(args.model, device="cpu")
     if args.plot_one:
-        plot_one(model, args.plot_one, args)
+        plot_one(load_model(args.model, device="cpu"), args.plot_one, args)
         return
 
     rng = np.random.default_rng(args.seed)
-    rows = []
-    with tempfile.TemporaryDirectory() as cache_root:
-        for i in range(args.n):
-            kind = KINDS[i % len(KINDS)]
-            pair = shapes64.sample_edit(rng, kind)
-            row: dict[str, Any] = {"kind": kind, "source": pair.source_caption, "target": pair.target_caption}
-            start = time.perf_counter()
-            try:
-                result = run_pair(model, pair, args.seed + i, Path(cache_root) / str(i), args)
-                row.update(score(pair, np.asarray(result.image)))
-                row.update(eta=result.report["eta"], accepted=result.report["choice"]["accepted"], error=None)
-            except Exception as e:  # one failure must not stop the benchmark
-                row["error"] = f"{type(e).__name__}: {e}"
-            row["seconds"] = time.perf_counter() - start
-            rows.append(row)
-            psnr = row.get("psnr_outside", math.nan)
-            print(f"{i + 1}/{args.n} {kind:10} eta {row.get('eta')} success {row.get('success')} "
-                  f"PSNR {psnr:.1f} dB {row['seconds']:.1f}s {row['error'] or ''}")  # fmt: skip
+    items = [(i, KINDS[i % len(KINDS)], shapes64.sample_edit(rng, KINDS[i % len(KINDS)])) for i in range(args.n)]
+    rows = map_in_workers(run_item, items, args.workers, args.model, "cpu", args)
     summary = summarize(rows)
     print(json.dumps(json_safe(summary), indent=2))
     for name, bar in BARS.items():
