@@ -3,8 +3,9 @@
 Noise the image latents to about t = 0.5 T, predict the noise under the source and the target
 caption, and average ``|eps_target - eps_source|`` over noise draws and channels: the map is high
 where the two captions disagree about the picture. It is then rescaled, smoothed, thresholded,
-cut by the edit's region, dilated, and upsampled to pixels. After the edit, ``refine_mask``
-snaps the pixel mask to the edges of the object (old or new) that the picture itself shows.
+cut by the edit's region, optionally dilated (``MaskConfig.dilate``; off by default, since the
+snaps below grow the mask to the object the picture shows), and upsampled to pixels. After the
+edit, ``refine_mask`` snaps the pixel mask to the edges of the object (old or new).
 """
 
 from __future__ import annotations
