@@ -175,6 +175,18 @@ def test_snap_background_keeps_the_object_as_drawn_however_wide_the_maps_hole():
     assert masks.snap_background(np.ones((16, 16), dtype=bool), plain.astype(np.uint8), 4).all()
 
 
+def test_snap_to_object_gives_background_edits_a_smaller_early_mask():
+    scene = w.Scene("blue", "red", "circle", "small", x0=21, y0=21)
+    coarse = np.ones((16, 16), dtype=bool)
+    coarse[6:10, 6:10] = False  # the map's hole at the object
+    pixels, latent, early = masks.snap_to_object(coarse, "background", scene.render(), 4)
+    assert np.array_equal(latent, masks.downsample_mask(pixels, 4))
+    assert np.array_equal(early, masks.downsample_mask(pixels, 4, every=True))
+    assert (early <= latent).all() and (latent & ~early).any()  # the object's edge cells: edited later
+    same = masks.snap_to_object(coarse, "global", scene.render(), 4)
+    assert np.array_equal(same[1], coarse) and np.array_equal(same[2], coarse)
+
+
 def test_feathered_composite_keeps_far_pixels_bit_for_bit():
     rng = np.random.default_rng(0)
     source, edited = rng.integers(0, 256, (2, 20, 24, 3), dtype=np.uint8)

@@ -191,14 +191,10 @@ def edit(
             pipe, latents, source_prompt, target_prompt, target_embeds, region, classifier, llm_url,
             _generator(seed), mask_config,
         )  # fmt: skip
-        if decision.region == "background":  # the object as drawn; its latents are kept whole at first
-            pixel_mask = masks.snap_background(latent_mask, padded, factor, mask_config)
-            latent_mask = masks.downsample_mask(pixel_mask, factor)
-            early_mask = masks.downsample_mask(pixel_mask, factor, every=True)
-        else:  # a foreground mask covers all of the object the map touches, and is refined after the edit
-            if decision.region == "foreground":
-                latent_mask = masks.snap_foreground(latent_mask, padded, factor, mask_config)
-            pixel_mask = masks.upsample_mask(latent_mask, factor)
+        # a foreground mask is refined to the object's edges after the edit (refine_mask)
+        pixel_mask, latent_mask, early_mask = masks.snap_to_object(
+            latent_mask, decision.region, padded, factor, mask_config
+        )
     recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
     hold = {"early_mask": early_mask, "early_fraction": mask_config.hold_fraction} if early_mask is not None else {}
     mask_seconds = time.perf_counter() - start

@@ -169,6 +169,24 @@ def snap_foreground(
     return coarse | downsample_mask(objects, factor)
 
 
+def snap_to_object(
+    coarse: np.ndarray, region: str, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An automatic latent mask snapped to the object ``source`` draws: (pixel mask, latent mask,
+    early latent mask), True = edited.
+
+    background: everything but the object as drawn; its latents are edited where any pixel is,
+    and early on (``blend``'s ``early_mask``) only where every pixel is, so every cell the object
+    touches is kept while the layout forms. foreground: grown to the whole object the map touches
+    (early = the latent mask). Any other region: ``coarse`` as it is.
+    """
+    if region == "background":
+        pixels = snap_background(coarse, source, factor, config)
+        return pixels, downsample_mask(pixels, factor), downsample_mask(pixels, factor, every=True)
+    latent = snap_foreground(coarse, source, factor, config) if region == "foreground" else coarse
+    return upsample_mask(latent, factor), latent, latent
+
+
 def refine_mask(
     coarse: np.ndarray,
     source: np.ndarray,

@@ -87,12 +87,7 @@ def changing_region(
     generator, config = torch.Generator("cpu").manual_seed(seed), masks.MaskConfig()
     raw = masks.difference_map(pipe, latents, embeds_a, embeds_b, generator, config)
     region = masks.region_mask(masks.normalize_map(raw, config), guess.region, config)
-    pixels, factor = decode(pipe, latents), pipe.vae_scale_factor
-    if guess.region == "background":
-        changing = masks.snap_background(region, pixels, factor, config)  # (H, W): all but the object
-        early, late = masks.downsample_mask(changing, factor, every=True), masks.downsample_mask(changing, factor)
-    else:
-        early = late = masks.snap_foreground(region, pixels, factor, config)
+    _, late, early = masks.snap_to_object(region, guess.region, decode(pipe, latents), pipe.vae_scale_factor, config)
     if not late.any() or late.all():  # nothing found to hold: every cell follows the frame
         return np.ones(region.shape, dtype=bool), np.ones(region.shape, dtype=bool)
     return early, late
