@@ -8,6 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
+from retouch.edit import masks
 from retouch.edit.imagic import (
     ETA_GRID,
     ImagicConfig,
@@ -21,7 +22,9 @@ from retouch.edit.imagic import (
     tune_unet,
     tuned_unet,
 )
+from retouch.edit.imagic_region import find_region
 from retouch.edit.latents import encode, text_embeddings
+from retouch.edit.layer import feather_alpha
 from retouch.errors import RetouchError
 
 TARGET = "a large red circle on a blue background"
@@ -224,3 +227,41 @@ def test_bad_arguments(tiny_model, picture, tmp_path, monkeypatch):
     with pytest.raises(RetouchError, match="needs a judge"):
         imagic(tiny_model, picture, "a cat wearing a hat", eta="auto", use_cache=False, **FAST)
     assert ETA_GRID[0] == 0.0 and ETA_GRID[-1] == 1.2 and len(ETA_GRID) == 13
+
+
+def test_a_local_region_keeps_the_input_outside_its_mask(tiny_model, picture, tmp_path):
+    result = imagic(tiny_model, picture, TARGET, eta=0.8, seed=4, region="foreground", cache_dir=tmp_path, **FAST)
+    mask = np.asarray(result.mask) > 127  # (32, 32): 255 = redrawn
+    assert result.report["region"]["region"] == "foreground" and result.recipe["region"] == "foreground"
+    assert 0 < mask.mean() < 1 and result.report["region"]["mask_area"] == pytest.approx(mask.mean())
+    band = feather_alpha(mask) > 0  # the mask and the composite's feather band
+    output = np.asarray(result.image)
+    assert np.array_equal(output[~band], picture[~band])  # the input, bit for bit
+    assert not np.array_equal(output[mask], picture[mask])
+    files = result.save(tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(files["mask"])) > 127, mask)
+
+
+def test_the_global_region_samples_the_whole_picture(tiny_model, picture, tmp_path):
+    result = imagic(tiny_model, picture, TARGET, eta=0.8, seed=4, region="global", cache_dir=tmp_path, **FAST)
+    assert result.mask is None and result.report["region"] == {"asked": "global", "region": "global", "mask_area": 1.0}
+    assert result.recipe["region"] == "global"
+    assert (np.asarray(result.image) != picture).any(axis=-1).mean() > 0.9
+    assert "mask" not in result.save(tmp_path / "out.png")
+
+
+@pytest.mark.parametrize(("where", "region"), [("centre", "foreground"), ("border", "background")])
+def test_auto_region_follows_the_map(stage_inputs, picture, monkeypatch, where, region):
+    """The map's mass in the middle: the object; on the border: the background, the object kept."""
+    pipe, _, latents, target_embeds = stage_inputs
+    y, x = np.mgrid[:16, :16]
+    blob = ((x - 8) ** 2 + (y - 8) ** 2 < 25).astype(np.float32)  # the disc's latent cells
+    fake = blob if where == "centre" else 1.0 - blob
+    monkeypatch.setattr(masks, "difference_map", lambda *args, **kwargs: fake)
+    local = find_region(pipe, latents, target_embeds, target_embeds, picture, "auto", TARGET, None, seed=0)
+    assert local.decision.region == region and local.decision.confidence > 0.5
+    disc = (picture == (220, 40, 40)).all(axis=-1)
+    assert (local.pixel_mask[disc].mean() > 0.9) if region == "foreground" else not local.pixel_mask[disc].any()
+    assert find_region(pipe, latents, target_embeds, target_embeds, picture, "global", TARGET, None, 0) is None
+    with pytest.raises(RetouchError, match="unknown region"):
+        find_region(pipe, latents, target_embeds, target_embeds, picture, "sky", TARGET, None, 0)

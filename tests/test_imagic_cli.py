@@ -40,7 +40,7 @@ def clip_dir(tmp_path_factory) -> Path:
 def test_cli_writes_the_edit_and_replay_reproduces_it(tiny_model_dir, image_path, tmp_path, capsys):
     out, cache = tmp_path / "out.png", tmp_path / "cache"
     args = ["imagic", str(image_path), "--target", TARGET, "--output", str(out), "--model", str(tiny_model_dir),
-            "--seed", "4", "--eta", "0.6", "--cache", str(cache), *FAST]  # fmt: skip
+            "--seed", "4", "--eta", "0.6", "--region", "global", "--cache", str(cache), *FAST]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "cache miss" in printed and "stage embed" in printed
@@ -48,6 +48,7 @@ def test_cli_writes_the_edit_and_replay_reproduces_it(tiny_model_dir, image_path
     assert report["cache"] == "miss" and report["eta"] == 0.6 and report["seed"] == 4
     recipe = read_recipe(out)
     assert recipe["task"] == "imagic" and recipe["target"] == TARGET and recipe["cache"] == str(cache.resolve())
+    assert recipe["region"] == "global" and not out.with_suffix(".mask.png").exists()
     assert main(args) == 0
     assert json.loads(out.with_suffix(".json").read_text())["cache"] == "hit"
 
@@ -72,6 +73,7 @@ def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, imag
                  "--cache", str(tmp_path / "cache"), *FAST]) == 0  # fmt: skip
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["eta_mode"] == "auto" and report["judge"].startswith("clip:")
+    assert report["region"]["region"] == "background" and out.with_suffix(".mask.png").is_file()  # the captions say
     assert len(report["sweep"]) == 13 and all(Path(row["file"]).is_file() for row in report["sweep"])
     assert all(isinstance(row["judge_score"], float) for row in report["sweep"])
     assert read_recipe(report["sweep"][3]["file"])["eta"] == report["sweep"][3]["eta"]
@@ -89,7 +91,7 @@ def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, imag
 def test_batch_task(tiny_model, image_path, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
     job = {"id": "cat", "task": "imagic", "image": str(image_path), "target": TARGET, "eta": 0.4, "seed": 2,
-           "embed_steps": 2, "tune_steps": 2, "batch_size": 1, "steps": 2,
+           "embed_steps": 2, "tune_steps": 2, "batch_size": 1, "steps": 2, "region": "background",
            "cache": str(tmp_path / "cache")}  # fmt: skip
     bad = {"id": "bad", "task": "imagic", "image": str(image_path), "target": TARGET, "strength": 0.3}
     jobs.write_text(json.dumps(job) + "\n" + json.dumps(bad) + "\n")
@@ -97,6 +99,7 @@ def test_batch_task(tiny_model, image_path, tmp_path):
     assert summary.failed == 1
     report = json.loads((tmp_path / "out" / "cat.json").read_text())
     assert report["task"] == "imagic" and report["cache"] == "miss" and report["eta"] == 0.4
+    assert report["region"]["asked"] == "background" and report["region"]["region"] == "background"
     assert read_recipe(tmp_path / "out" / "cat.png")["seed"] == 2
     error = json.loads((tmp_path / "out" / "bad.error.json").read_text())
     assert "unknown field" in error["error"] and "strength" in error["error"]

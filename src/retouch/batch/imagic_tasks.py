@@ -23,6 +23,7 @@ IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "eta": (int, float, str),  # a number in [0, 2] or "auto"
     "seed": int,
     "seeds": int,  # eta "auto": seeds tried per eta
+    "region": str,  # what stage C redraws: "auto", "foreground", "background" or "global"
     "tune": str,  # "lora" or "full"
     "embed_steps": int,
     "tune_steps": int,
@@ -60,6 +61,7 @@ def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         eta=get(job, "eta", DEFAULT_ETA),
         seed=job.get("seed"),
         seeds=get(job, "seeds", 1),
+        region=get(job, "region", "auto"),
         tune=get(job, "tune", "lora"),
         embed_steps=job.get("embed_steps"),
         tune_steps=job.get("tune_steps"),

@@ -20,6 +20,7 @@ def eta_value(text: str) -> float | str:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, TUNES
+    from retouch.edit.imagic_region import IMAGIC_REGIONS
 
     parser = subparsers.add_parser(
         "imagic",
@@ -43,6 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"0 reconstructs the input, 1 is the target text; 'auto' sweeps 0.0..1.2 and takes the "
         f"smallest the judge accepts (default: {DEFAULT_ETA})",
     )
+    parser.add_argument(
+        "--region",
+        choices=IMAGIC_REGIONS,
+        default="auto",
+        help="what stage C redraws: auto decides object or background from the picture (and --source) and "
+        "keeps the input elsewhere; global samples the whole picture, as the paper does (default: auto)",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="with --eta auto: seeds tried per eta (default: 1)")
     parser.add_argument("--tune", choices=TUNES, default="lora", help="stage B: LoRA adapters or the whole UNet")
     parser.add_argument("--embed-steps", type=int, default=None, help="stage A steps (default: sized to the model)")
@@ -64,7 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="scorer for --eta auto: a local CLIP model folder, or 'oracle' (shapes-64; the default for a "
         "canonical shapes-64 caption; else the bundled shapes-64 CLIP when installed)",
     )
-    parser.add_argument("--source", default=None, metavar="TEXT", help="a caption of the input, for a CLIP judge")
+    parser.add_argument(
+        "--source", default=None, metavar="TEXT", help="a caption of the input (for the region and a CLIP judge)"
+    )
     parser.add_argument(
         "--lpips-weights",
         action="append",
@@ -102,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         args.target,
         eta=args.eta,
         seed=args.seed,
+        region=args.region,
         seeds=args.seeds,
         tune=args.tune,
         embed_steps=args.embed_steps,
