@@ -9,7 +9,7 @@ rendered, only the target caption given (Imagic needs no source caption). Each r
 ``eta="auto"`` (judge: the oracle, or ``--judge``) and a fresh cache, so the time is the whole cost:
 - success: the oracle reads every field of the target scene from the output;
 - preservation: PSNR between input and output outside the ground-truth edit region (median; the
-  whole picture is redrawn, so this is never "identical");
+  with ``region="global"`` the whole picture is redrawn; by default only the masked region);
 - seconds per picture (stages A and B, and the eta sweep).
 Bars (bundled model, this 2-core CPU): success >= 75%, PSNR median >= 28 dB, <= 90 s per picture.
 Prints figures; never fails on them.

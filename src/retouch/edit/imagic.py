@@ -92,8 +92,8 @@ def imagic_config(pipe: StableDiffusionPipeline, tune: Tune = "lora", **override
     """Defaults sized to the model, then ``overrides`` (``None`` values ignored).
 
     Small models (the 64 x 64 bundled one): 150 + 10 steps of 4 draws, LoRA lr 1e-3 (full 1e-4):
-    with more tuning steps the bundled model reproduces the picture whatever the embedding says,
-    and no eta edits it (measured in docs/benchmarks.md).
+    the more tuning steps, the more the bundled model redraws the input whatever the embedding
+    says, and the fewer edits take (measured in docs/benchmarks.md).
     Larger (SD-sized): 500 + 1000 steps of 1 draw, LoRA lr 1e-4 (full 2e-6), the step counts and
     full-tuning rate of diffusers' community Imagic pipeline.
     """
@@ -654,14 +654,14 @@ def _sample(
 
 
 def _region_report(local: LocalRegion | None, asked: str, mask: np.ndarray | None) -> dict[str, Any]:
-    if local is None:
+    if local is None or mask is None:
         return {"asked": asked, "region": "global", "mask_area": 1.0}
     return {
         "asked": asked,
         "region": local.decision.region,
         "confidence": local.decision.confidence,
         "evidence": local.decision.evidence,
-        "mask_area": float(mask.mean()) if mask is not None else None,
+        "mask_area": float(mask.mean()),
     }
 
 

@@ -114,7 +114,6 @@ def sample_in_region(
     progress: bool = False,
     config: masks.MaskConfig | None = None,
     feather: int = DEFAULT_FEATHER_PX,
-    strength: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stage C inside ``local``'s mask from ``conditioning`` (1, tokens, dim): the picture
     composited onto ``padded`` (H', W', 3) uint8, and the final (H', W') pixel mask."""
@@ -122,7 +121,7 @@ def sample_in_region(
     hold = {"early_mask": local.early_mask, "early_fraction": config.hold_fraction}
     z = blended_latent_diffusion(
         sampler, latents, local.latent_mask, conditioning, negative,
-        make_scheduler(scheduler, sampler.scheduler.config), strength, steps, guidance_scale,
+        make_scheduler(scheduler, sampler.scheduler.config), 1.0, steps, guidance_scale,
         torch.Generator("cpu").manual_seed(seed), progress, **hold,
     )  # fmt: skip
     edited = decode(sampler, z)  # (H', W', 3)
