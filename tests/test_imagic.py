@@ -14,6 +14,7 @@ from retouch.edit.imagic import (
     ImagicConfig,
     diffusion_loss,
     imagic,
+    imagic_config,
     interpolate_embeddings,
     lora_parameters,
     optimize_embedding,
@@ -226,7 +227,7 @@ def test_bad_arguments(tiny_model, picture, tmp_path, monkeypatch):
         imagic(tiny_model, picture, TARGET, tune="dreambooth", **FAST)
     with pytest.raises(RetouchError, match="needs a judge"):
         imagic(tiny_model, picture, "a cat wearing a hat", eta="auto", use_cache=False, **FAST)
-    assert ETA_GRID[0] == 0.0 and ETA_GRID[-1] == 1.2 and len(ETA_GRID) == 13
+    assert ETA_GRID[0] == 0.0 and ETA_GRID[-1] == 1.6 and len(ETA_GRID) == 17
 
 
 def test_a_local_region_keeps_the_input_outside_its_mask(tiny_model, picture, tmp_path):
@@ -265,3 +266,19 @@ def test_auto_region_follows_the_map(stage_inputs, picture, monkeypatch, where, 
     assert find_region(pipe, latents, target_embeds, target_embeds, picture, "global", TARGET, None, 0) is None
     with pytest.raises(RetouchError, match="unknown region"):
         find_region(pipe, latents, target_embeds, target_embeds, picture, "sky", TARGET, None, 0)
+
+
+def test_step_counts_are_sized_to_the_model() -> None:
+    from types import SimpleNamespace
+
+    def pipe(sample_size: int) -> SimpleNamespace:
+        unet = SimpleNamespace(config=SimpleNamespace(sample_size=sample_size))
+        return SimpleNamespace(unet=unet, vae_scale_factor=8)
+
+    small, large = imagic_config(pipe(8)), imagic_config(pipe(64))  # 64 x 64 and 512 x 512 pictures
+    assert (small.embed_steps, small.tune_steps, small.batch_size) == (150, 0, 4)  # measured: tuning hurt
+    assert (large.embed_steps, large.tune_steps, large.lr_tune, large.batch_size) == (500, 1000, 1e-4, 1)
+    assert imagic_config(pipe(8), tune_steps=5, lr_tune=None).tune_steps == 5  # overrides, None ignored
+    assert imagic_config(pipe(64), "full").lr_tune == 2e-6
+    with pytest.raises(RetouchError, match="tune_steps must be at least 0"):
+        imagic_config(pipe(8), tune_steps=-1)

@@ -74,7 +74,7 @@ def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, imag
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["eta_mode"] == "auto" and report["judge"].startswith("clip:")
     assert report["region"]["region"] == "background" and out.with_suffix(".mask.png").is_file()  # the captions say
-    assert len(report["sweep"]) == 13 and all(Path(row["file"]).is_file() for row in report["sweep"])
+    assert len(report["sweep"]) == 17 and all(Path(row["file"]).is_file() for row in report["sweep"])
     assert all(isinstance(row["judge_score"], float) for row in report["sweep"])
     assert read_recipe(report["sweep"][3]["file"])["eta"] == report["sweep"][3]["eta"]
 
@@ -82,7 +82,7 @@ def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, imag
     assert main(["evaluate", "--imagic-report", str(out.with_suffix(".json")), "--clip", str(clip_dir),
                  "--out", str(plots), "--quiet"]) == 0  # fmt: skip
     table = json.loads((plots / "imagic_sweep.json").read_text())
-    assert [row["eta"] for row in table["rows"]] == [round(0.1 * i, 1) for i in range(13)]
+    assert [row["eta"] for row in table["rows"]] == [round(0.1 * i, 1) for i in range(17)]
     assert all(-1 <= row["clip_score"] <= 1 for row in table["rows"])
     assert any("LPIPS skipped" in note for note in table["notes"])  # no LPIPS weights here
     assert (plots / "imagic_eta.png").stat().st_size > 10_000

@@ -60,7 +60,7 @@ from retouch.worlds.shapes64 import parse_caption
 
 Tune = Literal["lora", "full"]
 TUNES: tuple[str, ...] = ("lora", "full")
-ETA_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(13))  # 0.0, 0.1, ..., 1.2
+ETA_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(17))  # 0.0, 0.1, ..., 1.6
 ETA_RANGE = (0.0, 2.0)
 DEFAULT_ETA = 0.7  # the paper finds 0.6 to 0.8 works for most edits
 DEFAULT_STEPS = 25
@@ -80,7 +80,7 @@ class ImagicConfig:
 
     tune: Tune = "lora"  # stage B: LoRA adapters or the whole UNet
     embed_steps: int = 150  # stage A: Adam steps on the embedding
-    tune_steps: int = 10  # stage B: steps on the UNet (1000 for SD-sized models, see imagic_config)
+    tune_steps: int = 0  # stage B: steps on the UNet (1000 for SD-sized models, see imagic_config)
     lr_embed: float = 1e-3  # the paper's
     lr_tune: float = 1e-3
     lora_rank: int = 8
@@ -91,9 +91,11 @@ class ImagicConfig:
 def imagic_config(pipe: StableDiffusionPipeline, tune: Tune = "lora", **overrides: Any) -> ImagicConfig:
     """Defaults sized to the model, then ``overrides`` (``None`` values ignored).
 
-    Small models (the 64 x 64 bundled one): 150 + 10 steps of 4 draws, LoRA lr 1e-3 (full 1e-4):
-    the more tuning steps, the more the bundled model redraws the input whatever the embedding
-    says, and the fewer edits take (measured in docs/benchmarks.md).
+    Small models (the 64 x 64 bundled one): 150 embedding steps of 4 draws and no tuning steps
+    (LoRA lr 1e-3, full 1e-4, when asked for with ``tune_steps``): stage C only redraws the masked
+    region, which keeps the input elsewhere, and every tuning step makes the bundled model redraw
+    the input inside it whatever the embedding says, so fewer edits take (10 steps: 61% of 18
+    benchmark edits, none: 94%; docs/benchmarks.md).
     Larger (SD-sized): 500 + 1000 steps of 1 draw, LoRA lr 1e-4 (full 2e-6), the step counts and
     full-tuning rate of diffusers' community Imagic pipeline.
     """
@@ -103,7 +105,7 @@ def imagic_config(pipe: StableDiffusionPipeline, tune: Tune = "lora", **override
     small = side <= SMALL_MODEL_PX
     defaults = {
         "embed_steps": 150 if small else 500,
-        "tune_steps": 10 if small else 1000,
+        "tune_steps": 0 if small else 1000,
         "lr_tune": (1e-3 if small else 1e-4) if tune == "lora" else (1e-4 if small else 2e-6),
         "batch_size": 4 if small else 1,
     }
