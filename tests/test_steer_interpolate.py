@@ -93,17 +93,34 @@ def test_hold_common_keeps_frame_zero_and_replays(pipe) -> None:
         interpolate(pipe, A, B, frames=3, hold_common=1.5, **kwargs)
 
 
+def test_hold_common_keeps_frame_zero_pixels_outside_the_changing_region(pipe, monkeypatch) -> None:
+    import retouch.steer.interpolate as module
+    from retouch.steer.hold import ChangingRegion
+
+    kwargs = {"seed": 3, "steps": 4, "scheduler": "euler", "frames": 3, "hold_common": 1.0}
+    width, height = interpolate(pipe, A, B, **kwargs).images[0].size
+    pixels = np.zeros((height, width), dtype=bool)
+    pixels[:, width // 2 :] = True  # the right half follows each frame, the left is frame 0's
+    factor = pipe.vae_scale_factor
+    cells = np.ones((height // factor, width // factor), dtype=bool)  # every latent cell follows the frame
+    monkeypatch.setattr(module, "changing_region", lambda *args: ChangingRegion(pixels, cells, cells))
+    free = interpolate(pipe, A, B, **kwargs)
+    first, last = _np(free.images[0]), _np(free.images[2])
+    assert np.array_equal(last[:, : width // 2 - 3], first[:, : width // 2 - 3])  # beyond the 2-px feather
+    assert not np.array_equal(last[:, width // 2 :], first[:, width // 2 :])
+
+
 def test_hold_latents_puts_back_the_shared_region() -> None:
     import torch
 
-    from retouch.steer.hold import chain, hold_latents
+    from retouch.steer.hold import ChangingRegion, chain, hold_latents
 
     held = [torch.full((1, 4, 4, 4), float(i)) for i in range(4)]
     early = np.ones((4, 4), dtype=bool)
     early[1:3, 1:3] = False  # every cell the object touches
     late = np.ones((4, 4), dtype=bool)
     late[1, 1] = False  # the cell it fills
-    callback = chain(None, hold_latents(held, (early, late), hold_steps=3))
+    callback = chain(None, hold_latents(held, ChangingRegion(np.ones((32, 32), dtype=bool), early, late), hold_steps=3))
     out = []
     for step in range(4):
         latents = callback(None, step, None, {"latents": torch.full((1, 4, 4, 4), -1.0)})["latents"]

@@ -12,7 +12,10 @@ the region the two prompts agree on from one shared sampling trajectory, the fir
    of the model's predictions under the two prompts, cut by the region the prompts' difference
    names (``edit.region``);
 3. sample each other frame under its own conditioning, and after each of the held steps
-   replace its latents outside that region by frame 0's at the same step.
+   replace its latents outside that region by frame 0's at the same step;
+4. composite the decoded frame onto frame 0's picture through that region's pixel mask,
+   feathered as ``edit`` composites an edit onto its input, so what the prompts share is the
+   same pixels in every frame (the latents alone leave a decoded object a pixel or two off).
 
 While the layout forms (the first half of the held steps) every latent cell the object touches
 is held, so the model sees the whole object and does not draw another; afterwards the cells it
@@ -23,6 +26,7 @@ trade as ``edit``'s background edits).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,7 @@ from diffusers import StableDiffusionPipeline
 
 from retouch.edit import masks
 from retouch.edit.latents import decode
+from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, feather_alpha
 from retouch.edit.region import caption_region
 from retouch.errors import RetouchError
 from retouch.steer.weighting import prompt_text
@@ -58,6 +63,16 @@ def record_latents(store: list[torch.Tensor]) -> Callable[..., dict]:
     return callback
 
 
+@dataclass(frozen=True)
+class ChangingRegion:
+    """Where the frames follow their own text; True = the frame's own, False = frame 0's."""
+
+    pixels: np.ndarray  # (H, W) bool: the composite's mask
+    early: np.ndarray  # (h, w) bool latent mask for the first half of the held steps: leaves out
+    # every latent cell the kept part touches
+    late: np.ndarray  # (h, w) bool latent mask for the rest: leaves out only the cells it fills
+
+
 @torch.no_grad()
 def changing_region(
     pipe: StableDiffusionPipeline,
@@ -67,10 +82,8 @@ def changing_region(
     embeds_a: torch.Tensor,
     embeds_b: torch.Tensor,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where the two prompts disagree about the picture ``latents`` (1, 4, h, w): two (h, w) bool
-    masks, True = the frame's own. The first leaves out every latent cell the kept part of the
-    picture touches (for the first half of the held steps), the second only those it fills.
+) -> ChangingRegion:
+    """Where the two prompts disagree about the picture ``latents`` (1, 4, h, w).
 
     The map's region is snapped to the object as the decoded picture draws it, as ``edit`` does.
 
@@ -87,19 +100,19 @@ def changing_region(
     generator, config = torch.Generator("cpu").manual_seed(seed), masks.MaskConfig()
     raw = masks.difference_map(pipe, latents, embeds_a, embeds_b, generator, config)
     region = masks.region_mask(masks.normalize_map(raw, config), guess.region, config)
-    _, late, early = masks.snap_to_object(region, guess.region, decode(pipe, latents), pipe.vae_scale_factor, config)
-    if not late.any() or late.all():  # nothing found to hold: every cell follows the frame
-        return np.ones(region.shape, dtype=bool), np.ones(region.shape, dtype=bool)
-    return early, late
+    picture = decode(pipe, latents)  # (H, W, 3)
+    pixels, late, early = masks.snap_to_object(region, guess.region, picture, pipe.vae_scale_factor, config)
+    if not late.any() or late.all():  # nothing found to hold: every pixel follows the frame
+        everything = np.ones(region.shape, dtype=bool)
+        return ChangingRegion(np.ones(picture.shape[:2], dtype=bool), everything, everything)
+    return ChangingRegion(pixels, early, late)
 
 
-def hold_latents(
-    held: list[torch.Tensor], changing: tuple[np.ndarray, np.ndarray], hold_steps: int
-) -> Callable[..., dict]:
+def hold_latents(held: list[torch.Tensor], changing: ChangingRegion, hold_steps: int) -> Callable[..., dict]:
     """A ``callback_on_step_end`` that, after each of the first ``hold_steps`` steps, puts back the
-    ``held`` trajectory's latents outside ``changing`` (its first mask for the first half of
-    them, then its second)."""
-    first, second = (torch.from_numpy(m.astype(np.float32))[None, None] for m in changing)  # (1, 1, h, w)
+    ``held`` trajectory's latents outside ``changing`` (its early mask for the first half of
+    them, then its late one)."""
+    first, second = (torch.from_numpy(m.astype(np.float32))[None, None] for m in (changing.early, changing.late))
 
     def callback(pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         if step_index < hold_steps:
@@ -109,3 +122,11 @@ def hold_latents(
         return callback_kwargs
 
     return callback
+
+
+def keep_pixels(
+    first: np.ndarray, frame: np.ndarray, changing: ChangingRegion, feather: int = DEFAULT_FEATHER_PX
+) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 inside ``changing``, ``first``'s pixels elsewhere: the mask fades
+    over ``feather`` pixels into the kept part, and pixels farther in are ``first``'s bit for bit."""
+    return composite(first, frame, feather_alpha(changing.pixels, feather))

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
@@ -38,7 +39,7 @@ from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
-from retouch.steer.hold import chain, changing_region, hold_latents, record_latents
+from retouch.steer.hold import chain, changing_region, hold_latents, keep_pixels, record_latents
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
 from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
@@ -96,9 +97,10 @@ def interpolate(
             frame on the midpoint ``slerp(A, B, 0.5)``, so every frame keeps one layout (object
             position and size). The ends then no longer equal ``generate`` of A and of B.
         hold_common: for this fraction of the steps, every frame keeps the region the two prompts
-            agree on (found as DiffEdit finds an edit's mask) from frame 0's sampling, so only
-            what the prompts differ in moves (``steer.hold``). Needs prompts that differ in the
-            foreground or the background, not in the whole picture. Frame 0 is unchanged by it.
+            agree on (found as DiffEdit finds an edit's mask) from frame 0's sampling, and its
+            decoded pixels are frame 0's too, through a feathered mask as ``edit`` composites, so
+            only what the prompts differ in moves (``steer.hold``). Needs prompts that differ in
+            the foreground or the background, not in the whole picture. Frame 0 is unchanged by it.
     """
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
     pipe = loaded.pipe
@@ -180,7 +182,7 @@ def interpolate(
         return output.images[0]
 
     with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
-        hold, first = None, None
+        hold, first, changing = None, None, None
         if hold_common:  # frame 0's trajectory, and where the prompts disagree on its picture
             start = time.perf_counter()
             held: list[torch.Tensor] = []
@@ -189,7 +191,13 @@ def interpolate(
             hold = hold_latents(held, changing, round(hold_common * steps))
         for k in indices:
             start = time.perf_counter()
-            image = first[0] if k == 0 and first else sample(k, hold)
+            if first is None:
+                image = sample(k)
+            elif k == 0:
+                image = first[0]
+            else:  # the shared region's pixels are frame 0's
+                own = np.asarray(sample(k, hold).convert("RGB"))
+                image = Image.fromarray(keep_pixels(np.asarray(first[0].convert("RGB")), own, changing))
             result.images.append(image)
             result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={ts[k]:.3f})", "frame": k})
             result.ts.append(ts[k])
