@@ -110,6 +110,21 @@ def test_hold_common_keeps_frame_zero_pixels_outside_the_changing_region(pipe, m
     assert not np.array_equal(last[:, width // 2 :], first[:, width // 2 :])
 
 
+def test_keep_pixels_gives_the_rim_and_a_feather_to_the_frame() -> None:
+    from retouch.steer.hold import ChangingRegion, keep_pixels
+
+    first, frame = np.zeros((8, 32, 3), dtype=np.uint8), np.full((8, 32, 3), 255, dtype=np.uint8)
+    changing = np.zeros((8, 32), dtype=bool)
+    changing[:, 16:] = True  # the frame's own half
+    cells = np.ones((2, 8), dtype=bool)
+    out = keep_pixels(first, frame, ChangingRegion(changing, cells, cells), feather=2, rim=1)[0, :, 0]
+    assert (out[15:] == 255).all()  # the frame's half and the kept part's 1-px rim
+    assert 0 < out[13] < out[14] < 255  # the feather
+    assert (out[:13] == 0).all()  # frame 0's pixels, bit for bit
+    whole = ChangingRegion(np.ones((8, 32), dtype=bool), cells, cells)  # nothing held
+    assert (keep_pixels(first, frame, whole) == 255).all()
+
+
 def test_hold_latents_puts_back_the_shared_region() -> None:
     import torch
 

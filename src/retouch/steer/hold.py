@@ -13,9 +13,11 @@ the region the two prompts agree on from one shared sampling trajectory, the fir
    names (``edit.region``);
 3. sample each other frame under its own conditioning, and after each of the held steps
    replace its latents outside that region by frame 0's at the same step;
-4. composite the decoded frame onto frame 0's picture through that region's pixel mask,
-   feathered as ``edit`` composites an edit onto its input, so what the prompts share is the
-   same pixels in every frame (the latents alone leave a decoded object a pixel or two off).
+4. composite the decoded frame onto frame 0's picture through that region's pixel mask, grown
+   by a 1-px rim and feathered as ``edit`` composites an edit onto its input, so what the
+   prompts share is the same pixels in every frame (the latents alone leave a decoded object a
+   pixel or two off). The rim is the kept part's outermost pixels, which blend it with frame
+   0's own surroundings: kept, they would carry a line of A's background onto B's.
 
 While the layout forms (the first half of the held steps) every latent cell the object touches
 is held, so the model sees the whole object and does not draw another; afterwards the cells it
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
+from scipy import ndimage
 
 from retouch.edit import masks
 from retouch.edit.latents import decode
@@ -39,6 +42,8 @@ from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, feather_alpha
 from retouch.edit.region import caption_region
 from retouch.errors import RetouchError
 from retouch.steer.weighting import prompt_text
+
+RIM_PX = 1  # the kept part's outermost pixels that follow the frame (measured: docs/benchmarks.md)
 
 
 def chain(*callbacks: Callable[..., dict] | None) -> Callable[..., dict]:
@@ -125,8 +130,16 @@ def hold_latents(held: list[torch.Tensor], changing: ChangingRegion, hold_steps:
 
 
 def keep_pixels(
-    first: np.ndarray, frame: np.ndarray, changing: ChangingRegion, feather: int = DEFAULT_FEATHER_PX
+    first: np.ndarray,
+    frame: np.ndarray,
+    changing: ChangingRegion,
+    feather: int = DEFAULT_FEATHER_PX,
+    rim: int = RIM_PX,
 ) -> np.ndarray:
-    """``frame`` (H, W, 3) uint8 inside ``changing``, ``first``'s pixels elsewhere: the mask fades
-    over ``feather`` pixels into the kept part, and pixels farther in are ``first``'s bit for bit."""
-    return composite(first, frame, feather_alpha(changing.pixels, feather))
+    """``frame`` (H, W, 3) uint8 inside ``changing`` grown by ``rim`` pixels, ``first``'s pixels
+    elsewhere: the mask fades over ``feather`` pixels into the kept part, and pixels farther in
+    are ``first``'s bit for bit."""
+    own = changing.pixels
+    if rim > 0 and own.any():
+        own = ndimage.binary_dilation(own, iterations=rim)
+    return composite(first, frame, feather_alpha(own, feather))
