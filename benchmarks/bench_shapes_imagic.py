@@ -8,8 +8,8 @@ N random edit pairs (a third each: object shape, object colour, background colou
 rendered, only the target caption given (Imagic needs no source caption). Each runs with
 ``eta="auto"`` (judge: the oracle, or ``--judge``) and a fresh cache, so the time is the whole cost:
 - success: the oracle reads every field of the target scene from the output;
-- preservation: PSNR between input and output outside the ground-truth edit region (median; the
-  with ``region="global"`` the whole picture is redrawn; by default only the masked region);
+- preservation: PSNR between input and output outside the ground-truth edit region (median; by
+  default stage C redraws only its automatic mask, with ``region="global"`` the whole picture);
 - seconds per picture (stages A and B, and the eta sweep).
 Bars (bundled model, this 2-core CPU): success >= 75%, PSNR median >= 28 dB, <= 90 s per picture.
 Prints figures; never fails on them.

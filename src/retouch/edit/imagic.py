@@ -46,6 +46,7 @@ from retouch.edit.imagic_cache import ImagicCache, default_cache_dir, model_fing
 from retouch.edit.imagic_region import ImagicRegionChoice, LocalRegion, find_region, sample_in_region
 from retouch.edit.judge import clip_judge, oracle_judge
 from retouch.edit.latents import encode, pixel_multiple, text_embeddings
+from retouch.edit.layer import mask_image
 from retouch.edit.strength import Judge
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_json
@@ -623,8 +624,7 @@ def imagic(
         "timings": {"embed_s": embed_seconds, "tune_s": tune_seconds, "sample_s": sample_seconds,
                     "total_s": time.perf_counter() - start},
     }  # fmt: skip
-    mask_picture = None if chosen.mask is None else Image.fromarray(np.where(chosen.mask, 255, 0).astype(np.uint8))
-    return ImagicResult(chosen.image, report, recipe, samples, mask_picture)
+    return ImagicResult(chosen.image, report, recipe, samples, None if chosen.mask is None else mask_image(chosen.mask))
 
 
 def _sample(

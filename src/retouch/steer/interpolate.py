@@ -182,11 +182,13 @@ def interpolate(
         return output.images[0]
 
     with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
-        hold, first, changing = None, None, None
+        first, first_seconds, hold = None, 0.0, None
         if hold_common:  # frame 0's trajectory, and where the prompts disagree on its picture
             start = time.perf_counter()
             held: list[torch.Tensor] = []
-            first = (sample(0, record=held), time.perf_counter() - start)
+            first = sample(0, record=held)
+            first_seconds = time.perf_counter() - start
+            first_pixels = np.asarray(first.convert("RGB"))  # (H, W, 3)
             changing = changing_region(pipe, held[-1], prompt_a, prompt_b, embeds_a, embeds_b, seed)
             hold = hold_latents(held, changing, round(hold_common * steps))
         for k in indices:
@@ -194,14 +196,14 @@ def interpolate(
             if first is None:
                 image = sample(k)
             elif k == 0:
-                image = first[0]
+                image = first
             else:  # the shared region's pixels are frame 0's
                 own = np.asarray(sample(k, hold).convert("RGB"))
-                image = Image.fromarray(keep_pixels(np.asarray(first[0].convert("RGB")), own, changing))
+                image = Image.fromarray(keep_pixels(first_pixels, own, changing))
             result.images.append(image)
             result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={ts[k]:.3f})", "frame": k})
             result.ts.append(ts[k])
-            result.seconds.append(first[1] if k == 0 and first else time.perf_counter() - start)
+            result.seconds.append(first_seconds if k == 0 and first is not None else time.perf_counter() - start)
     if frame is None:
         result.strip, result.strip_recipe = contact_strip(result.images), recipe
     return result
