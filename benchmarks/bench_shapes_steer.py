@@ -12,8 +12,9 @@ set of pixels nearer to the object's colour than to the frame's own border colou
 reading, made for palette pictures, takes the halo and the off-palette blend of a middle
 frame's background for the object and would move the centre where the picture does not.
 ``--layout-steps K`` runs (a) with interpolate's layout lock (every frame's first K steps on
-the midpoint prompt); ``--hold-common F`` with its held common region (for the first F of the
-steps every frame keeps the first frame's latents where the two captions agree).
+the midpoint prompt); ``--hold-common F`` with what the captions share kept (for the first F of
+the steps every frame takes prompt A's cross-attention maps, and its pixels outside where the
+captions disagree are the first frame's).
 (b) Style strength: the phrase "pastel" (``--direction phrase``) on N plain captions at
 theta in {-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1}. The background's pastel blend is the fraction
 of the way from the plain palette colour toward white (0 plain, 0.5 pastel). Bars: the blend

@@ -91,19 +91,17 @@ def test_hold_common_keeps_frame_zero_and_replays(pipe) -> None:
         interpolate(pipe, A, A + ", pastel", frames=3, hold_common=0.5, **kwargs)
     with pytest.raises(RetouchError, match="hold_common is a fraction"):
         interpolate(pipe, A, B, frames=3, hold_common=1.5, **kwargs)
+    with pytest.raises(RetouchError, match="choose one"):
+        interpolate(pipe, A, B, frames=3, hold_common=1.0, layout_steps=2, **kwargs)
 
 
 def test_hold_common_keeps_frame_zero_pixels_outside_the_changing_region(pipe, monkeypatch) -> None:
     import retouch.steer.interpolate as module
-    from retouch.steer.hold import ChangingRegion
-
     kwargs = {"seed": 3, "steps": 4, "scheduler": "euler", "frames": 3, "hold_common": 1.0}
     width, height = interpolate(pipe, A, B, **kwargs).images[0].size
     pixels = np.zeros((height, width), dtype=bool)
     pixels[:, width // 2 :] = True  # the right half follows each frame, the left is frame 0's
-    factor = pipe.vae_scale_factor
-    cells = np.ones((height // factor, width // factor), dtype=bool)  # every latent cell follows the frame
-    monkeypatch.setattr(module, "changing_region", lambda *args: ChangingRegion(pixels, cells, cells))
+    monkeypatch.setattr(module, "changing_region", lambda *args: pixels)
     free = interpolate(pipe, A, B, **kwargs)
     first, last = _np(free.images[0]), _np(free.images[2])
     assert np.array_equal(last[:, : width // 2 - 3], first[:, : width // 2 - 3])  # beyond the 2-px feather
@@ -111,35 +109,16 @@ def test_hold_common_keeps_frame_zero_pixels_outside_the_changing_region(pipe, m
 
 
 def test_keep_pixels_gives_the_rim_and_a_feather_to_the_frame() -> None:
-    from retouch.steer.hold import ChangingRegion, keep_pixels
+    from retouch.steer.hold import keep_pixels
 
     first, frame = np.zeros((8, 32, 3), dtype=np.uint8), np.full((8, 32, 3), 255, dtype=np.uint8)
     changing = np.zeros((8, 32), dtype=bool)
     changing[:, 16:] = True  # the frame's own half
-    cells = np.ones((2, 8), dtype=bool)
-    out = keep_pixels(first, frame, ChangingRegion(changing, cells, cells), feather=2, rim=1)[0, :, 0]
+    out = keep_pixels(first, frame, changing, feather=2, rim=1)[0, :, 0]
     assert (out[15:] == 255).all()  # the frame's half and the kept part's 1-px rim
     assert 0 < out[13] < out[14] < 255  # the feather
     assert (out[:13] == 0).all()  # frame 0's pixels, bit for bit
-    whole = ChangingRegion(np.ones((8, 32), dtype=bool), cells, cells)  # nothing held
+    whole = np.ones((8, 32), dtype=bool)  # nothing kept
     assert (keep_pixels(first, frame, whole) == 255).all()
 
 
-def test_hold_latents_puts_back_the_shared_region() -> None:
-    import torch
-
-    from retouch.steer.hold import ChangingRegion, chain, hold_latents
-
-    held = [torch.full((1, 4, 4, 4), float(i)) for i in range(4)]
-    early = np.ones((4, 4), dtype=bool)
-    early[1:3, 1:3] = False  # every cell the object touches
-    late = np.ones((4, 4), dtype=bool)
-    late[1, 1] = False  # the cell it fills
-    callback = chain(None, hold_latents(held, ChangingRegion(np.ones((32, 32), dtype=bool), early, late), hold_steps=3))
-    out = []
-    for step in range(4):
-        latents = callback(None, step, None, {"latents": torch.full((1, 4, 4, 4), -1.0)})["latents"]
-        out.append(latents[0, 0])
-    assert (out[0][1:3, 1:3] == 0).all() and (out[0][0] == -1).all()  # first half: the grown hold
-    assert out[2][1, 1] == 2 and out[2][2, 2] == -1 and (out[2][0] == -1).all()  # then exactly
-    assert (out[3] == -1).all()  # past hold_steps: the frame's own

@@ -43,9 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=0.0,
         metavar="FRACTION",
-        help="for this fraction of the steps (0 to 1), every frame keeps what the two prompts share "
-        "(found as edit finds its mask) from the first frame's sampling, and its pixels are the first "
-        "frame's, so only what they differ in moves (default: 0, off)",
+        help="keep what the two prompts share: for this fraction of the steps (0 to 1) every frame "
+        "takes the first prompt's cross-attention maps (prompt-to-prompt), and its pixels outside "
+        "where the prompts disagree (found as edit finds its mask) are the first frame's, so only "
+        "what they differ in moves (default: 0, off; not with --layout-steps)",
     )
     parser.add_argument(
         "--frame-ms", type=int, default=GIF_FRAME_MS, help=f"GIF frame duration (default: {GIF_FRAME_MS})"

@@ -10,13 +10,17 @@ from the text too, so frames of two prompts that differ only in colour can still
 in different places. ``layout_steps`` makes every frame take its first steps on the path's
 midpoint, so all frames share one layout and only the rest of the sampling follows the frame's
 own text (the same trade as prompt-to-prompt's "cross-attention injection" for the first steps,
-Hertz et al. 2022, section 3.2, done here on the whole conditioning).
+Hertz et al. 2022, section 3.2, done here on the whole conditioning). ``hold_common`` does
+prompt-to-prompt itself: every frame is sampled beside prompt A and takes A's cross-attention
+maps (``steer.share``), so it draws A's layout in its own colours, and its pixels outside the
+region where the prompts disagree are then frame 0's (``steer.hold``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +43,8 @@ from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
-from retouch.steer.hold import chain, changing_region, hold_latents, keep_pixels, record_latents
+from retouch.steer.hold import chain, changing_region, keep_pixels, record_latents
+from retouch.steer.share import SharedClock, shared_cross_attention
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
 from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
@@ -96,11 +101,14 @@ def interpolate(
         layout_steps: condition the first ``layout_steps`` of the ``steps`` sampling steps of every
             frame on the midpoint ``slerp(A, B, 0.5)``, so every frame keeps one layout (object
             position and size). The ends then no longer equal ``generate`` of A and of B.
-        hold_common: for this fraction of the steps, every frame keeps the region the two prompts
-            agree on (found as DiffEdit finds an edit's mask) from frame 0's sampling, and its
-            decoded pixels are frame 0's too, through a feathered mask as ``edit`` composites, so
-            only what the prompts differ in moves (``steer.hold``). Needs prompts that differ in
-            the foreground or the background, not in the whole picture. Frame 0 is unchanged by it.
+        hold_common: for this fraction of the steps, every frame after the first is sampled in
+            one batch with prompt A and takes A's cross-attention maps (prompt-to-prompt,
+            ``steer.share``); its decoded pixels outside the region the two prompts disagree on
+            (found as DiffEdit finds an edit's mask) are then frame 0's, through a feathered mask
+            as ``edit`` composites, so only what the prompts differ in moves (``steer.hold``).
+            Needs prompts that differ in the foreground or the background, not in the whole
+            picture, and no ``layout_steps``. Frame 0 is unchanged by it; each other frame costs
+            two samplings. An ancestral sampler draws the frames' step noise for the pair.
     """
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
     pipe = loaded.pipe
@@ -116,6 +124,8 @@ def interpolate(
         raise RetouchError(f"layout_steps must be at least 0 and below steps ({steps}), got {layout_steps}")
     if not 0 <= hold_common <= 1:
         raise RetouchError(f"hold_common is a fraction of the steps, from 0 to 1, got {hold_common}")
+    if hold_common and layout_steps:
+        raise RetouchError("layout_steps and hold_common are two ways to keep the layout; choose one")
     if frame is not None and not 0 <= frame < frames:
         raise RetouchError(f"frame must be between 0 and {frames - 1}, got {frame}")
     for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
@@ -156,8 +166,9 @@ def interpolate(
         "height": height,
     }
 
-    def sample(k: int, hold: Callable[..., dict] | None = None, record: list | None = None) -> Image.Image:
-        """Frame ``k``; ``hold`` re-imposes the held region, ``record`` collects its latents per step."""
+    def sample(k: int, shared: int = 0, record: list | None = None) -> Image.Image:
+        """Frame ``k``; ``shared``: steps for which it takes prompt A's cross-attention maps,
+        sampled beside A in one batch; ``record`` collects its latents after every step."""
         t = ts[k]
         pipe.set_progress_bar_config(disable=not progress, leave=False, desc=f"frame {k + 1}/{frames}")
         latents, generator = initial_latents(pipe, latents_shape, seed, embeds_a.dtype)
@@ -167,38 +178,41 @@ def interpolate(
         embeds = slerp(embeds_a, embeds_b, t)  # token by token
         layout = slerp(embeds_a, embeds_b, 0.5) if layout_steps else embeds
         callback = swap_prompt_embeds(layout_steps, embeds) if layout_steps else None
-        if hold is not None:
-            callback = chain(hold, callback)
         if record is not None:
             callback = chain(callback, record_latents(record))
-        output = pipe(
-            prompt_embeds=layout,
-            latents=latents,
-            generator=generator,
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["prompt_embeds", "latents"],
-            **call,
-        )
-        return output.images[0]
+        arguments = {**call, "prompt_embeds": layout, "latents": latents}
+        clock = SharedClock(until=shared)
+        if shared:  # the batch [A, frame k]: A's maps go to the frame (steer.share)
+            negative = negative_embeds if negative_embeds is not None else encode_weighted_prompt(pipe, negative_prompt)
+            arguments.update(prompt_embeds=torch.cat([embeds_a, embeds]), latents=torch.cat([latents, latents]),
+                             negative_prompt=None, negative_prompt_embeds=torch.cat([negative, negative]))  # fmt: skip
+            callback = chain(clock.callback(), callback)
+        with shared_cross_attention(pipe.unet, clock) if shared else nullcontext():
+            output = pipe(
+                generator=generator,
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["prompt_embeds", "latents"],
+                **arguments,
+            )
+        return output.images[-1]
 
     with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
-        first, first_seconds, hold = None, 0.0, None
-        if hold_common:  # frame 0's trajectory, and where the prompts disagree on its picture
+        first, first_seconds = None, 0.0
+        if hold_common:  # frame 0 alone, and where the prompts disagree on its picture
             start = time.perf_counter()
-            held: list[torch.Tensor] = []
-            first = sample(0, record=held)
+            trajectory: list[torch.Tensor] = []
+            first = sample(0, record=trajectory)
             first_seconds = time.perf_counter() - start
             first_pixels = np.asarray(first.convert("RGB"))  # (H, W, 3)
-            changing = changing_region(pipe, held[-1], prompt_a, prompt_b, embeds_a, embeds_b, seed)
-            hold = hold_latents(held, changing, round(hold_common * steps))
+            changing = changing_region(pipe, trajectory[-1], prompt_a, prompt_b, embeds_a, embeds_b, seed)
         for k in indices:
             start = time.perf_counter()
             if first is None:
                 image = sample(k)
             elif k == 0:
                 image = first
-            else:  # the shared region's pixels are frame 0's
-                own = np.asarray(sample(k, hold).convert("RGB"))
+            else:  # A's layout, and the shared region's pixels are frame 0's
+                own = np.asarray(sample(k, shared=round(hold_common * steps)).convert("RGB"))
                 image = Image.fromarray(keep_pixels(first_pixels, own, changing))
             result.images.append(image)
             result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={ts[k]:.3f})", "frame": k})
