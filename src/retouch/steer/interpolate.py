@@ -156,6 +156,10 @@ def interpolate(
         **loaded.recipe_fields(),
     }
     indices = range(frames) if frame is None else [frame]
+    negative_pair = None  # the held frames' batch [A, frame] needs the negative encoded, once
+    if hold_common:
+        negative = negative_embeds if negative_embeds is not None else encode_weighted_prompt(pipe, negative_prompt)
+        negative_pair = torch.cat([negative, negative])
     result = InterpolateResult([], [], [], [])
     call = {
         "negative_prompt": None if negative_embeds is not None else negative_prompt or None,
@@ -183,9 +187,8 @@ def interpolate(
         arguments = {**call, "prompt_embeds": layout, "latents": latents}
         clock = SharedClock(until=shared)
         if shared:  # the batch [A, frame k]: A's maps go to the frame (steer.share)
-            negative = negative_embeds if negative_embeds is not None else encode_weighted_prompt(pipe, negative_prompt)
             arguments.update(prompt_embeds=torch.cat([embeds_a, embeds]), latents=torch.cat([latents, latents]),
-                             negative_prompt=None, negative_prompt_embeds=torch.cat([negative, negative]))  # fmt: skip
+                             negative_prompt=None, negative_prompt_embeds=negative_pair)  # fmt: skip
             callback = chain(clock.callback(), callback)
         with shared_cross_attention(pipe.unet, clock) if shared else nullcontext():
             output = pipe(
