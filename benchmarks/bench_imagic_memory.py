@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import sd15_pipeline  # noqa: E402
 
+from retouch.core.latents import encode, text_embeddings  # noqa: E402
 from retouch.edit.imagic import (  # noqa: E402
     ImagicConfig,
     optimize_embedding,
@@ -32,7 +33,6 @@ from retouch.edit.imagic import (  # noqa: E402
     tune_unet,
     tuned_unet,
 )
-from retouch.edit.latents import encode, text_embeddings  # noqa: E402
 
 GB = 1024**3
 

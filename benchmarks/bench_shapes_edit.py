@@ -35,10 +35,10 @@ import torch
 from scipy import ndimage
 from workers import map_in_workers, worker_model, worker_settings
 
+from retouch.core.latents import decode
 from retouch.core.schedulers import make_scheduler
 from retouch.edit import DEFAULT_STEPS, DEFAULT_STRENGTH, edit
 from retouch.edit.api import DEFAULT_SCHEDULER
-from retouch.edit.latents import decode
 from retouch.edit.sdedit import sdedit
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel, load_model

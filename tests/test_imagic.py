@@ -8,6 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
+from retouch.core.latents import encode, text_embeddings
 from retouch.edit import masks
 from retouch.edit.imagic import (
     ETA_GRID,
@@ -24,7 +25,6 @@ from retouch.edit.imagic import (
     tuned_unet,
 )
 from retouch.edit.imagic_region import find_region
-from retouch.edit.latents import encode, text_embeddings
 from retouch.edit.layer import feather_alpha
 from retouch.errors import RetouchError
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from retouch.core.generate import GenerateResult, generate
     from retouch.core.schedulers import SCHEDULER_NAMES
+    from retouch.core.weighting import encode_weighted_prompt
     from retouch.edit.imagic import ImagicResult, imagic
     from retouch.errors import RetouchError
     from retouch.io.images import load_image
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from retouch.steer.interpolate import InterpolateResult, interpolate
     from retouch.steer.slerp import slerp
     from retouch.steer.style import SweepResult, style_embeddings, style_sweep, stylize
-    from retouch.steer.weighting import encode_weighted_prompt
 
 _EXPORTS = {
     "BatchSummary": "retouch.batch",
@@ -66,7 +66,7 @@ _EXPORTS = {
     "style_embeddings": "retouch.steer.style",
     "style_sweep": "retouch.steer.style",
     "stylize": "retouch.steer.style",
-    "encode_weighted_prompt": "retouch.steer.weighting",
+    "encode_weighted_prompt": "retouch.core.weighting",
 }
 __all__ = [
     "SCHEDULER_NAMES",

@@ -18,10 +18,10 @@ from retouch.edit.api import (
     DEFAULT_STRENGTH,
     OUTPUTS,
     edit,
-    pixels_sha256,
 )
 from retouch.errors import RetouchError
 from retouch.io.convert import read_input_image
+from retouch.io.hashing import pixels_sha256
 
 EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "image": str,

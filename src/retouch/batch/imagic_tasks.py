@@ -12,10 +12,10 @@ import numpy as np
 
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.batch.tasks import check_fields, check_model, get
-from retouch.edit.api import pixels_sha256
 from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, DEFAULT_STEPS, imagic
 from retouch.errors import RetouchError
 from retouch.io.convert import read_input_image
+from retouch.io.hashing import pixels_sha256
 
 IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "image": str,

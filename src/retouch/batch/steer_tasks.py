@@ -6,7 +6,8 @@ from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.batch.tasks import GENERATE_FIELDS, check_fields, check_model, get
-from retouch.core.generate import DEFAULT_SCHEDULER, DEFAULT_STEPS
+from retouch.core.generate import DEFAULT_SCHEDULER
+from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
 from retouch.steer.interpolate import DEFAULT_FRAMES, interpolate
 from retouch.steer.style import DEFAULT_STYLE_DIRECTION, DEFAULT_STYLE_STRENGTH, style_sweep, stylize

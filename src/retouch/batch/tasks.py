@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.core.generate import DEFAULT_SCHEDULER, DEFAULT_STEPS, generate
+from retouch.core.generate import DEFAULT_SCHEDULER, generate
+from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
 
 # Fields every job may carry besides its task's own.

@@ -20,8 +20,8 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_denoising_arguments(parser: argparse.ArgumentParser, scheduler: str | None = None) -> None:
     """--steps, --guidance-scale and --scheduler (default: ``scheduler``, else generate's)."""
-    from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
-    from retouch.core.schedulers import SCHEDULER_NAMES
+    from retouch.core.generate import DEFAULT_GUIDANCE_SCALE, DEFAULT_SCHEDULER
+    from retouch.core.schedulers import DEFAULT_STEPS, SCHEDULER_NAMES
 
     scheduler = scheduler or DEFAULT_SCHEDULER
     parser.add_argument(

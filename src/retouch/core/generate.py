@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from retouch.core.components import pipe_name, scheduler_swapped
 from retouch.core.prompts import warn_if_truncated
-from retouch.core.schedulers import SchedulerName, make_scheduler
+from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
+from retouch.core.seeding import MAX_SEED, random_seed
+from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
 from retouch.errors import RetouchError
 from retouch.models.loading import FALLBACK_GUIDANCE_SCALE, LoadedModel
-from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
 
-DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE_SCALE = FALLBACK_GUIDANCE_SCALE  # for models that recommend no scale
 DEFAULT_SCHEDULER: SchedulerName = "euler-a"
-MAX_SEED = 2**63 - 1
 
 # (pipe, prompt) -> the text encoder's hidden states to condition on, (1, tokens, dim)
 PromptEmbedsFn = Callable[[StableDiffusionPipeline, str], torch.Tensor]
@@ -34,10 +31,6 @@ class GenerateResult:
     images: list[Image.Image]
     recipes: list[dict[str, Any]]  # one per image; each re-creates its image alone
     seconds: list[float]  # wall time per image
-
-
-def random_seed() -> int:
-    return secrets.randbelow(2**32)
 
 
 def default_size(pipe: StableDiffusionPipeline) -> tuple[int, int]:
@@ -74,13 +67,13 @@ def generate(
             ``retouch.steer.style``). By default a prompt with AUTOMATIC1111 weighting syntax such
             as ``(word:1.3)`` goes through ``encode_weighted_prompt``, any other through the pipeline.
     """
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "pipeline")
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "pipeline")
     pipe = loaded.pipe
     guidance_scale = loaded.guidance_scale(guidance_scale)
     default_width, default_height = default_size(pipe)
     width, height = width or default_width, height or default_height
     seed = random_seed() if seed is None else seed
-    _check_arguments(num_images, seed, steps, width, height)
+    check_generate_arguments(num_images, seed, steps, width, height)
     warn_if_truncated(pipe.tokenizer, prompt_text(prompt), "prompt")
     if negative_prompt:
         warn_if_truncated(pipe.tokenizer, prompt_text(negative_prompt), "negative prompt")
@@ -102,7 +95,7 @@ def generate(
         **loaded.recipe_fields(),
     }
     result = GenerateResult([], [], [])
-    with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
+    with scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
         for i in range(num_images):
             start = time.perf_counter()
             pipe.set_progress_bar_config(
@@ -125,7 +118,7 @@ def generate(
     return result
 
 
-def _check_arguments(num_images: int, seed: int, steps: int, width: int, height: int) -> None:
+def check_generate_arguments(num_images: int, seed: int, steps: int, width: int, height: int) -> None:
     if num_images < 1:
         raise RetouchError(f"num_images must be at least 1, got {num_images}")
     if not 0 <= seed <= MAX_SEED - num_images:
@@ -135,18 +128,3 @@ def _check_arguments(num_images: int, seed: int, steps: int, width: int, height:
     for name, value in (("width", width), ("height", height)):
         if value < 8 or value % 8:
             raise RetouchError(f"{name} must be a positive multiple of 8, got {value}")
-
-
-@contextmanager
-def _scheduler_swapped(pipe: StableDiffusionPipeline, scheduler: SchedulerMixin) -> Iterator[None]:
-    """Use ``scheduler`` for one call; the pipeline keeps its own config for the next."""
-    original = pipe.scheduler
-    pipe.scheduler = scheduler
-    try:
-        yield
-    finally:
-        pipe.scheduler = original
-
-
-def _pipe_name(pipe: StableDiffusionPipeline) -> str:
-    return str(getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path") or "unknown")

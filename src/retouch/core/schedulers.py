@@ -18,6 +18,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from retouch.errors import RetouchError
 
+DEFAULT_STEPS = 25  # denoising steps when none are given, for every method
+
 SchedulerName = Literal["lms", "ddim", "euler", "euler-a", "dpm++"]
 
 

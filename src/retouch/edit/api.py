@@ -8,7 +8,6 @@ strength; crop back and composite onto the input through a feathered mask; measu
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -21,15 +20,16 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from retouch.core.generate import MAX_SEED, _pipe_name, random_seed
+from retouch.core.components import pipe_name
+from retouch.core.latents import decode, encode, pixel_multiple, text_embeddings
 from retouch.core.prompts import warn_if_truncated
-from retouch.core.schedulers import SchedulerName, make_scheduler
+from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
+from retouch.core.seeding import MAX_SEED, random_seed
 from retouch.edit import masks
 from retouch.edit.blend import blended_latent_diffusion
 from retouch.edit.diffedit import diffedit
 from retouch.edit.inpaint import inpaint
 from retouch.edit.judge import make_judge
-from retouch.edit.latents import decode, encode, pixel_multiple, text_embeddings
 from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, edit_layer, feather_alpha, mask_image
 from retouch.edit.llm import llm_region
 from retouch.edit.region import (
@@ -45,6 +45,7 @@ from retouch.edit.strength import Judge, search_strength
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_json
 from retouch.io.convert import InputImage, pad_to_multiple, read_input_image, to_rgb
+from retouch.io.hashing import pixels_sha256
 from retouch.io.png import save_png
 from retouch.metrics.masked import masked_metrics
 from retouch.models.loading import LoadedModel
@@ -54,7 +55,6 @@ RegionChoice = Literal["auto", "foreground", "background", "global"]
 Classifier = Literal["rules", "llm"]
 METHODS: tuple[str, ...] = ("blend", "sdedit", "inpaint", "diffedit")
 REGION_CHOICES: tuple[str, ...] = ("auto", "foreground", "background", "global")
-DEFAULT_STEPS = 25
 DEFAULT_STRENGTH = 0.8
 DEFAULT_SCHEDULER: SchedulerName = "ddim"  # deterministic steps: the kept region is followed exactly
 
@@ -149,12 +149,12 @@ def edit(
         RetouchError: bad input, identical captions, or a region that cannot be decided.
     """
     start = time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
     pipe = loaded.pipe
     guidance_scale = loaded.guidance_scale(guidance_scale)
     seed = random_seed() if seed is None else seed
     mask_config = mask_config or masks.MaskConfig()
-    _check_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
+    check_generate_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
     source_input = read_input_image(image) if isinstance(image, str | os.PathLike) else _as_input(image)
     source = np.asarray(source_input.image)  # (H, W, 3) uint8
     height, width = source.shape[:2]
@@ -328,13 +328,6 @@ def _automatic_mask(
     return decision, latent_mask
 
 
-def pixels_sha256(pixels: np.ndarray) -> str:
-    """A fingerprint of the converted input, so a replay can tell that the file changed since."""
-    digest = hashlib.sha256(str(pixels.shape).encode())
-    digest.update(np.ascontiguousarray(pixels).tobytes())
-    return digest.hexdigest()
-
-
 def _finish(
     source: np.ndarray, edited: np.ndarray, mask: np.ndarray, height: int, width: int, feather: int
 ) -> _Attempt:
@@ -381,7 +374,7 @@ def _user_mask(mask: ImageInput | None, size: tuple[int, int]) -> np.ndarray | N
     return values
 
 
-def _check_arguments(
+def check_generate_arguments(
     method: str,
     region: str,
     strength: float | str,

@@ -17,7 +17,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from retouch.edit.blend import img2img_timesteps
+from retouch.core.timesteps import img2img_timesteps
 from retouch.edit.masks import MaskConfig
 
 

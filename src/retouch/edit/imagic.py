@@ -38,24 +38,26 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionMod
 from PIL import Image
 from tqdm.auto import tqdm
 
-from retouch.core.generate import MAX_SEED, _pipe_name, generate, random_seed
+from retouch.core.components import pipe_name
+from retouch.core.generate import generate
+from retouch.core.latents import encode, pixel_multiple, text_embeddings
 from retouch.core.prompts import warn_if_truncated
-from retouch.core.schedulers import SchedulerName
-from retouch.edit.api import pixels_sha256
+from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
+from retouch.core.seeding import MAX_SEED, random_seed
+from retouch.core.weighting import encode_if_weighted, prompt_text
 from retouch.edit.imagic_cache import ImagicCache, default_cache_dir, model_fingerprint, stage_key
 from retouch.edit.imagic_region import ImagicRegionChoice, LocalRegion, find_region, sample_in_region
 from retouch.edit.judge import clip_judge, oracle_judge
-from retouch.edit.latents import encode, pixel_multiple, text_embeddings
 from retouch.edit.layer import mask_image
 from retouch.edit.strength import Judge
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_json
 from retouch.io.convert import InputImage, pad_to_multiple, read_input_image, to_rgb
+from retouch.io.hashing import pixels_sha256
 from retouch.io.png import save_png
 from retouch.metrics.masked import masked_psnr, masked_ssim
 from retouch.metrics.report import json_safe
 from retouch.models.loading import LoadedModel
-from retouch.steer.weighting import encode_if_weighted, prompt_text
 from retouch.version import __version__
 from retouch.worlds.shapes64 import parse_caption
 
@@ -64,7 +66,6 @@ TUNES: tuple[str, ...] = ("lora", "full")
 ETA_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(17))  # 0.0, 0.1, ..., 1.6
 ETA_RANGE = (0.0, 2.0)
 DEFAULT_ETA = 0.7  # the paper finds 0.6 to 0.8 works for most edits
-DEFAULT_STEPS = 25
 DEFAULT_SCHEDULER: SchedulerName = "ddim"  # deterministic steps: eta = 0 stays close to the input
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # diffusers' train_text_to_image_lora
 ADAPTER = "imagic"
@@ -463,11 +464,11 @@ def imagic(
         RetouchError: bad input, or ``eta="auto"`` without a usable judge.
     """
     start = time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "pipeline")
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "pipeline")
     pipe = loaded.pipe
     guidance_scale = loaded.guidance_scale(guidance_scale)
     seed = random_seed() if seed is None else seed
-    _check_arguments(eta, seed, seeds, steps, eta_grid)
+    check_generate_arguments(eta, seed, seeds, steps, eta_grid)
     config = imagic_config(
         pipe, tune, embed_steps=embed_steps, tune_steps=tune_steps, lr_embed=lr_embed, lr_tune=lr_tune,
         lora_rank=lora_rank, batch_size=batch_size, train_seed=train_seed,
@@ -763,7 +764,7 @@ def _as_input(image: Image.Image | np.ndarray) -> InputImage:
     return to_rgb(image)
 
 
-def _check_arguments(eta: float | str, seed: int, seeds: int, steps: int, eta_grid: Sequence[float]) -> None:
+def check_generate_arguments(eta: float | str, seed: int, seeds: int, steps: int, eta_grid: Sequence[float]) -> None:
     if eta != "auto":
         if isinstance(eta, bool) or not isinstance(eta, int | float) or not ETA_RANGE[0] <= eta <= ETA_RANGE[1]:
             raise RetouchError(f"eta must be a number in [{ETA_RANGE[0]}, {ETA_RANGE[1]}] or 'auto', got {eta!r}")

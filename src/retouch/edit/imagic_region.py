@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
+from retouch.core.latents import decode
 from retouch.core.schedulers import SchedulerName, make_scheduler
 from retouch.edit import masks
 from retouch.edit.blend import blended_latent_diffusion
-from retouch.edit.latents import decode
 from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, feather_alpha
 from retouch.edit.region import RegionDecision, caption_region, combine, image_evidence, is_recolor
 from retouch.errors import RetouchError

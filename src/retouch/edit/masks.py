@@ -21,9 +21,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from scipy import ndimage
 
+from retouch.core.world import Region
 from retouch.errors import RetouchError
 from retouch.io.images import load_image
-from retouch.worlds.shapes64 import Region
 
 
 @dataclass(frozen=True)

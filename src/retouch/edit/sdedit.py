@@ -12,7 +12,7 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
-from retouch.edit.blend import img2img_timesteps
+from retouch.core.timesteps import img2img_timesteps
 
 
 @torch.no_grad()

@@ -26,12 +26,12 @@ import torch
 from diffusers import StableDiffusionPipeline
 from scipy import ndimage
 
+from retouch.core.latents import decode
+from retouch.core.weighting import prompt_text
 from retouch.edit import masks
-from retouch.edit.latents import decode
 from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, feather_alpha
 from retouch.edit.region import caption_region
 from retouch.errors import RetouchError
-from retouch.steer.weighting import prompt_text
 
 RIM_PX = 1  # the kept part's outermost pixels that follow the frame (measured: docs/benchmarks.md)
 

@@ -30,24 +30,18 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from retouch.core.generate import (
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    _check_arguments,
-    _pipe_name,
-    _scheduler_swapped,
-    default_size,
-    random_seed,
-)
+from retouch.core.components import pipe_name, scheduler_swapped
+from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, default_size
 from retouch.core.prompts import warn_if_truncated
-from retouch.core.schedulers import SchedulerName, make_scheduler
+from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
+from retouch.core.seeding import random_seed
+from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
 from retouch.steer.hold import chain, changing_region, keep_pixels, record_latents
 from retouch.steer.share import SharedClock, shared_cross_attention
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
-from retouch.steer.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
 
 DEFAULT_FRAMES = 9
 
@@ -110,16 +104,16 @@ def interpolate(
             picture, and no ``layout_steps``. Frame 0 is unchanged by it; each other frame costs
             two samplings. An ancestral sampler draws the frames' step noise for the pair.
     """
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, _pipe_name(model), "folder")
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
     pipe = loaded.pipe
     guidance_scale = loaded.guidance_scale(guidance_scale)
     default_width, default_height = default_size(pipe)
     width, height = width or default_width, height or default_height
     seed = random_seed() if seed is None else seed
     ts = frame_positions(frames)
-    _check_arguments(1, seed, steps, width, height)
+    check_generate_arguments(1, seed, steps, width, height)
     if noise_seed_b is not None:
-        _check_arguments(1, noise_seed_b, steps, width, height)
+        check_generate_arguments(1, noise_seed_b, steps, width, height)
     if not 0 <= layout_steps < steps:
         raise RetouchError(f"layout_steps must be at least 0 and below steps ({steps}), got {layout_steps}")
     if not 0 <= hold_common <= 1:
@@ -199,7 +193,7 @@ def interpolate(
             )
         return output.images[-1]
 
-    with _scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
+    with scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
         first, first_seconds = None, 0.0
         if hold_common:  # frame 0 alone, and where the prompts disagree on its picture
             start = time.perf_counter()

@@ -22,19 +22,14 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from retouch.core.generate import (
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    GenerateResult,
-    generate,
-    random_seed,
-)
-from retouch.core.schedulers import SchedulerName
+from retouch.core.generate import DEFAULT_SCHEDULER, GenerateResult, generate
+from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
+from retouch.core.seeding import random_seed
+from retouch.core.weighting import encode_weighted_prompt
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
-from retouch.steer.weighting import encode_weighted_prompt
 
 logger = logging.getLogger(__name__)
 

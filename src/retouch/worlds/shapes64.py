@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from retouch.core.world import Region
+
 CANVAS = 64
 SUPERSAMPLE = 4
 MARGIN = 2
@@ -42,7 +44,6 @@ VOCABULARY: tuple[str, ...] = (
     + RESERVED_SHAPES
 )
 
-Region = Literal["foreground", "background", "global"]
 EditKind = Literal["background", "color", "shape", "size", "style"]
 EDIT_REGION: dict[str, Region] = {
     "background": "background",
@@ -352,8 +353,38 @@ def oracle_accuracy(images: list[np.ndarray], scenes: list[Scene]) -> dict[str, 
     return out
 
 
+
+FIELDS: tuple[str, ...] = ("shape", "color", "background", "size", "style")
+
+
+@dataclass(frozen=True)
+class Shapes64World:
+    """The shapes-64 world as the editor's plug-in (``retouch.core.world.World``)."""
+
+    name: str = "shapes-64"
+
+    def parse_caption(self, caption: str) -> dict[str, str] | None:
+        return parse_caption(caption)
+
+    def field_region(self, field: str) -> Region:
+        return EDIT_REGION[field]
+
+    def match(self, picture: np.ndarray, caption: str) -> dict[str, bool] | None:
+        """Field -> does the oracle's reading agree with ``caption``, plus ``all``; ``None`` when the
+        caption is not canonical or the picture is not 64 x 64 RGB."""
+        fields = parse_caption(caption)
+        picture = np.asarray(picture)
+        if fields is None or picture.shape != (CANVAS, CANVAS, 3):
+            return None
+        reading = read_scene(picture).fields()
+        hits = {name: reading[name] == fields[name] for name in FIELDS}
+        return {**hits, "all": all(hits.values())}
+
+
+WORLD = Shapes64World()  # the entry point ``retouch.worlds: shapes-64``
+
 __all__ = [
-    "COLORS", "PALETTE", "SHAPES", "SIZES", "STYLES", "VOCABULARY", "EditPair", "Reading", "Scene",
+    "COLORS", "FIELDS", "PALETTE", "WORLD", "SHAPES", "SIZES", "STYLES", "VOCABULARY", "EditPair", "Reading", "Scene",
     "caption", "edit_mask", "make_edit", "oracle_accuracy", "parse_caption", "read_scene", "render",
     "sample_edit", "sample_scene", "shape_coverage",
 ]

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from retouch.core.generate import generate
-from retouch.models.tiny import tiny_pipeline
-from retouch.steer.weighting import (
+from retouch.core.weighting import (
     encode_runs,
     encode_weighted_prompt,
     has_weighting,
     parse_prompt_attention,
     prompt_text,
 )
+from retouch.models.tiny import tiny_pipeline
 
 W = 1.1
 CASES = [
