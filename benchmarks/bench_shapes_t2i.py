@@ -19,9 +19,9 @@ import torch
 
 from retouch.core.schedulers import make_scheduler
 from retouch.models.loading import load_model
-from retouch.train.data import Shapes64Source
 from retouch.train.ldm import vae_psnr
 from retouch.worlds import shapes64
+from retouch.worlds.shapes64_data import Shapes64Source
 
 
 def sample_batch(pipe, captions: list[str], seeds: list[int], steps: int, guidance: float) -> list[np.ndarray]:

@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
 from retouch.cli import main
-from retouch.train.data import Shapes64Source
 from retouch.train.ldm import LDMConfig, Trainer, _latent_mask, foreground_weights, min_snr_weights
 from retouch.worlds import shapes64
+from retouch.worlds.shapes64_data import Shapes64Source
 
 TINY = {
     "vae_channels": [8, 8, 8], "vae_steps": 4, "vae_batch_size": 4, "vae_crop": 16, "num_latents": 64,

@@ -23,9 +23,10 @@ from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 from transformers.models.clip import CLIPImageProcessorPil
 
 from retouch.train.checkpoint import load_checkpoint, save_checkpoint
-from retouch.train.data import Shapes64Source
+from retouch.train.data import make_source
 from retouch.train.tokenizer import build_clip_tokenizer
-from retouch.worlds import shapes64
+
+DATA = "shapes64"  # the registered data source (retouch.data_sources entry point) it learns from
 
 Log = Callable[[str], None]
 RETRIEVAL_SCENES = 100
@@ -114,7 +115,7 @@ def save_untrained_clip(folder: str | Path, config: ClipTrainConfig | None = Non
     """A randomly initialised CLIP and its processor as a folder (for tests and plumbing checks)."""
     config = config or ClipTrainConfig()
     folder = Path(folder)
-    tokenizer = build_clip_tokenizer(shapes64.VOCABULARY, folder / "tokenizer", max_length=config.max_length)
+    tokenizer = build_clip_tokenizer(make_source(DATA).vocabulary(), folder / "tokenizer", max_length=config.max_length)
     new_clip(config, tokenizer).save_pretrained(folder, safe_serialization=True)
     clip_processor(tokenizer, config.image_size).save_pretrained(folder)
     return folder
@@ -128,7 +129,7 @@ def retrieval_accuracy(
     ``n`` pictures ranked by similarity; a hit when the best one carries that caption (two scenes
     may share one, differing only in position, which captions do not name)."""
     model.eval()
-    pictures, captions = Shapes64Source().sample(np.random.default_rng(seed), n)
+    pictures, captions = make_source(DATA).sample(np.random.default_rng(seed), n)
     device = next(model.parameters()).device
     image = model.get_image_features(pixel_values=pixel_values(processor, pictures).to(device))
     text = model.get_text_features(**{k: v.to(device) for k, v in tokens(processor, captions).items()})
@@ -165,7 +166,7 @@ def train_clip(
     if work.exists() and not resume:
         raise FileExistsError(f"{output} already holds a training run: resume it or pick another output")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = build_clip_tokenizer(shapes64.VOCABULARY, work / "tokenizer", max_length=config.max_length)
+    tokenizer = build_clip_tokenizer(make_source(DATA).vocabulary(), work / "tokenizer", max_length=config.max_length)
     processor = clip_processor(tokenizer, config.image_size)
     model = new_clip(config, tokenizer).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -180,7 +181,7 @@ def train_clip(
         log(f"resumed at step {first}")
     (work / "recipe.json").write_text(config.to_json())
 
-    source, loss_value = Shapes64Source(), None
+    source, loss_value = make_source(DATA), None
     model.train()
     for step in range(first, config.steps):
         pictures, captions = source.sample(np.random.default_rng([config.seed, step]), config.batch_size)

@@ -1,4 +1,4 @@
-"""Training data sources: the shapes-64 world, an image folder, Fashion-MNIST.
+"""Training data sources: an image folder, Fashion-MNIST, and those that worlds register.
 
 Each source hands out batches of uint8 pictures (batch, height, width, 3) with their captions, drawn
 with a numpy Generator so that a run can be resumed at any step with the same data.
@@ -9,13 +9,12 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
-
-from retouch.worlds import shapes64
 
 
 class Source(Protocol):
@@ -24,27 +23,6 @@ class Source(Protocol):
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]: ...
 
     def vocabulary(self) -> list[str]: ...
-
-
-@dataclass
-class Shapes64Source:
-    """Procedural shapes-64 scenes (every field uniform, the reserved star excluded)."""
-
-    resolution: int = shapes64.CANVAS
-
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
-        scenes = [shapes64.sample_scene(rng) for _ in range(n)]
-        return np.stack([s.render() for s in scenes]), [s.caption() for s in scenes]
-
-    def sample_with_foreground(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """The same draws as ``sample`` (the rng is used by the scenes alone), plus each object's
-        (n, 64, 64) pixel coverage in [0, 1]."""
-        scenes = [shapes64.sample_scene(rng) for _ in range(n)]
-        coverage = np.stack([s.coverage() for s in scenes]).astype(np.float32)
-        return np.stack([s.render() for s in scenes]), [s.caption() for s in scenes], coverage
-
-    def vocabulary(self) -> list[str]:
-        return list(shapes64.VOCABULARY)
 
 
 @dataclass
@@ -135,13 +113,23 @@ def fashion_mnist_source(folder: str | Path, resolution: int = 32, split: str = 
     return FixedSource(images, captions)
 
 
+DATA_SOURCE_GROUP = "retouch.data_sources"  # entry points: name -> a Source class built with no arguments
+
+
+def registered_sources() -> dict[str, type]:
+    """The data sources that installed worlds register (``shapes64`` from retouch.worlds)."""
+    return {point.name: point.load() for point in entry_points(group=DATA_SOURCE_GROUP)}
+
+
 def make_source(kind: str, path: str | None = None, resolution: int | None = None) -> Source:
-    if kind == "shapes64":
-        return Shapes64Source()
+    registered = registered_sources()
+    if kind in registered:
+        return registered[kind]()
     if path is None:
         raise ValueError(f"--data {kind} needs --data-dir")
     if kind == "imagefolder":
         return imagefolder_source(path, resolution or 64)
     if kind == "fashion-mnist":
         return fashion_mnist_source(path, resolution or 32)
-    raise ValueError(f"unknown data source {kind!r}; expected shapes64, imagefolder or fashion-mnist")
+    known = ", ".join(sorted({*registered, "imagefolder", "fashion-mnist"}))
+    raise ValueError(f"unknown data source {kind!r}; expected one of: {known}")
