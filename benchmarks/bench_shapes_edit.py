@@ -1,12 +1,14 @@
 """Benchmark automatic region editing (``retouch edit``) on the shapes-64 world.
 
-    python benchmarks/bench_shapes_edit.py --n 300 --out outputs/bench_edit.json
+    python benchmarks/bench_shapes_edit.py --n 300 --out outputs/bench_edit.json               # dev split
+    python benchmarks/bench_shapes_edit.py --n 300 --split test --out outputs/bench_edit_test.json
     python benchmarks/bench_shapes_edit.py --n 3 --model /tmp/tiny     # plumbing check, tiny model
 
 N random edit pairs (a third each: background colour, object colour, object shape), the source
 rendered, the canonical captions given. For each method, on the same pictures, seeds and strength:
 - region: the decided region equals the pair's (ours only; the others have no decision);
-- success: the oracle reads every field of the target scene from the output;
+- success: the oracle reads every field of the target scene from the output; "in place" also asks
+  that the object's bounding-box centre lies within 4 px of the target scene's (shapes_scoring.py);
 - preservation: PSNR between input and output outside the ground-truth edit mask dilated by
   2 px (median and 10th percentile; "inf" = identical there);
 - mask IoU with the ground-truth edit mask (median).
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
+from shapes_scoring import add_split_arguments, base_seed, centre_shift, in_place
 from workers import map_in_workers, worker_model, worker_settings
 
 from retouch.core.latents import decode
@@ -86,6 +89,11 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q, method="nearest")) if values else math.nan
 
 
+def by_kind(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    kinds = [kind for kind in KINDS if any(r["kind"] == kind for r in rows)]
+    return {kind: float(np.mean([r.get(key, False) for r in rows if r["kind"] == kind])) for kind in kinds}
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in rows if r.get("error") is None]
     psnr = [r["psnr"] for r in done]
@@ -96,11 +104,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": len(rows) - len(done),
         "region": float(np.mean(regions)) if regions else None,
         "success": float(np.mean([r.get("success", False) for r in rows])) if rows else math.nan,
-        "success_by_kind": {
-            kind: float(np.mean([r.get("success", False) for r in rows if r["kind"] == kind]))
-            for kind in KINDS
-            if any(r["kind"] == kind for r in rows)
-        },
+        "success_by_kind": by_kind(rows, "success"),
+        "success_in_place": float(np.mean([r["success_in_place"] for r in rows])) if rows else math.nan,
+        "success_in_place_by_kind": by_kind(rows, "success_in_place"),
         "psnr_median": percentile(psnr, 50),
         "psnr_p10": percentile(psnr, 10),
         "iou_median": percentile(ious, 50) if ious else None,
@@ -132,17 +138,18 @@ def run_pair(item: tuple[shapes64.EditPair, str, int]) -> dict[str, dict[str, An
                     ours_mask = mask
                     row["region_ok"] = result.report["region"] == pair.region
             reading = shapes64.read_scene(output)
+            success = all(reading.matches(pair.target).values())
             row |= {
-                "success": all(reading.matches(pair.target).values()),
+                "success": success,
+                "success_in_place": success and in_place(output, pair.target),
+                "centre_shift": centre_shift(output, pair.target),
                 "psnr": preservation_psnr(source, output, pair.mask),
                 "iou": iou(mask, pair.mask),
             }
         except RetouchError as e:  # e.g. an undecidable region: counted as a miss
-            row |= (
-                {"error": str(e), "success": False, "region_ok": False}
-                if method == "blend"
-                else {"error": str(e), "success": False}
-            )
+            row |= {"error": str(e), "success": False, "success_in_place": False}
+            if method == "blend":
+                row["region_ok"] = False
         rows[method] = row
     return rows
 
@@ -167,12 +174,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="edit pairs (a third of each kind)")
     parser.add_argument("--model", default="shapes-64")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seeds the pairs; pair i edits with seed + i")
+    add_split_arguments(parser)  # the split's base seed seeds the pairs; pair i edits with seed + i
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (speed: always 1)")
     args = parser.parse_args()
+    args.seed = base_seed(args, "edit")
 
     rng = np.random.default_rng(args.seed)
     items = [(shapes64.sample_edit(rng, KINDS[i % len(KINDS)]), KINDS[i % len(KINDS)], args.seed + i)
@@ -185,14 +193,17 @@ def main() -> None:
     figures["settings"] = {**vars(args), "out": str(args.out), "seconds": time.perf_counter() - start}
     figures["bars"] = BARS
 
-    print(f"{args.n} pairs, model {args.model}, strength {args.strength}, {args.steps} steps")
-    print(f"{'method':12} {'region':>7} {'success':>8} {'psnr med':>9} {'psnr p10':>9} {'iou med':>8} errors")
+    print(f"{args.n} pairs ({args.split} split, seed {args.seed}), model {args.model}, strength {args.strength}, "
+          f"{args.steps} steps")
+    print(f"{'method':12} {'region':>7} {'success':>8} {'in place':>9} {'psnr med':>9} {'psnr p10':>9} {'iou med':>8} "
+          "errors")
     for method in METHODS:
         f = figures[method]
         region = "-" if f["region"] is None else f"{f['region']:.1%}"
         iou_text = "-" if f["iou_median"] is None else f"{f['iou_median']:.3f}"
         print(
-            f"{method:12} {region:>7} {f['success']:>8.1%} {f['psnr_median']:>9.2f} {f['psnr_p10']:>9.2f} "
+            f"{method:12} {region:>7} {f['success']:>8.1%} {f['success_in_place']:>9.1%} "
+            f"{f['psnr_median']:>9.2f} {f['psnr_p10']:>9.2f} "
             f"{iou_text:>8} {f['errors']}"
         )
     speed = figures["speed"]

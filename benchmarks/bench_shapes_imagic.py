@@ -1,13 +1,17 @@
 """Benchmark Imagic (``retouch imagic --eta auto``) on the shapes-64 world.
 
-    python benchmarks/bench_shapes_imagic.py --n 60 --workers 2 --out outputs/bench_imagic.json
+    python benchmarks/bench_shapes_imagic.py --n 60 --workers 2 --out outputs/bench_imagic.json      # dev split
+    python benchmarks/bench_shapes_imagic.py --n 60 --workers 2 --split test --out outputs/bench_imagic_test.json
     python benchmarks/bench_shapes_imagic.py --plot-one docs/img/imagic_eta.png     # one edit's eta sweep
     python benchmarks/bench_shapes_imagic.py --n 1 --model /tmp/tiny64 --embed-steps 2 --tune-steps 2 --steps 2
 
 N random edit pairs (a third each: object shape, object colour, background colour), the source
 rendered, only the target caption given (Imagic needs no source caption). Each runs with
 ``eta="auto"`` (judge: the oracle, or ``--judge``) and a fresh cache, so the time is the whole cost:
-- success: the oracle reads every field of the target scene from the output;
+- success: the oracle reads every field of the target scene from the output; "in place" also asks
+  that the object's bounding-box centre lies within 4 px of the target scene's (shapes_scoring.py);
+- colour: for colour and background edits, the share whose object's median colour lies within 20
+  RGB units of the target palette colour;
 - preservation: PSNR between input and output outside the ground-truth edit region (median; by
   default stage C redraws only its automatic mask, with ``region="global"`` the whole picture);
 - seconds per picture (stages A and B, and the eta sweep).
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from shapes_scoring import add_split_arguments, base_seed, centre_shift, in_place
 from workers import map_in_workers, worker_model, worker_settings
 
 from retouch.edit.imagic import DEFAULT_STEPS, imagic
@@ -51,24 +56,45 @@ def run_pair(model: LoadedModel, pair: shapes64.EditPair, seed: int, cache: Path
 
 def score(pair: shapes64.EditPair, output: np.ndarray) -> dict[str, Any]:
     reading = shapes64.read_scene(output)
+    success = all(reading.matches(pair.target).values())
     return {
-        "success": all(reading.matches(pair.target).values()),
+        "success": success,
+        "success_in_place": success and in_place(output, pair.target),
+        "centre_shift": centre_shift(output, pair.target),
+        "colour_error": colour_error(output, reading, pair.target),
         "psnr_outside": masked_psnr(pair.source.render(), output, ~pair.mask),
     }
 
 
+def colour_error(output: np.ndarray, reading: shapes64.Reading, target: shapes64.Scene) -> float:
+    """RGB distance of the object's median colour to the target's palette colour (pastel-mixed
+    when the target is pastel); inf when no object is read."""
+    if reading.object_mask is None:
+        return math.inf
+    want = np.asarray(shapes64.PALETTE[target.color], dtype=np.float64)
+    if target.style == "pastel":
+        want = shapes64.pastel(want)
+    return float(np.linalg.norm(np.median(output[reading.object_mask], axis=0) - want))
+
+
+def by_kind(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    kinds = [kind for kind in KINDS if any(r["kind"] == kind for r in rows)]
+    return {kind: float(np.mean([r.get(key, False) for r in rows if r["kind"] == kind])) for kind in kinds}
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in rows if r.get("error") is None]
+    colour_rows = [r for r in rows if r["kind"] in ("color", "background")]
     psnr = [r["psnr_outside"] for r in done]
     return {
         "n": len(rows),
         "errors": len(rows) - len(done),
         "success": float(np.mean([r.get("success", False) for r in rows])) if rows else math.nan,
-        "success_by_kind": {
-            kind: float(np.mean([r.get("success", False) for r in rows if r["kind"] == kind]))
-            for kind in KINDS
-            if any(r["kind"] == kind for r in rows)
-        },
+        "success_by_kind": by_kind(rows, "success"),
+        "success_in_place": float(np.mean([r.get("success_in_place", False) for r in rows])) if rows else math.nan,
+        "success_in_place_by_kind": by_kind(rows, "success_in_place"),
+        "colour_within_20": float(np.mean([r.get("colour_error", math.inf) <= 20 for r in colour_rows]))
+        if colour_rows else math.nan,
         "psnr_median": float(np.median(psnr)) if psnr else math.nan,
         "seconds_per_image": statistics.median(r["seconds"] for r in done) if done else math.nan,
         "eta_median": statistics.median(r["eta"] for r in done) if done else math.nan,
@@ -121,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--model", default="shapes-64")
-    parser.add_argument("--seed", type=int, default=0)
+    add_split_arguments(parser)
     parser.add_argument("--seeds", type=int, default=1, help="seeds per eta")
     parser.add_argument("--embed-steps", type=int, default=None, help="default: sized to the model")
     parser.add_argument("--tune-steps", type=int, default=None, help="default: sized to the model")
@@ -132,6 +158,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
     parser.add_argument("--plot-one", type=Path, default=None, metavar="PNG", help="plot one edit's eta sweep")
     args = parser.parse_args()
+    args.seed = base_seed(args, "imagic")
     if args.plot_one:
         plot_one(load_model(args.model, device="cpu"), args.plot_one, args)
         return

@@ -1,6 +1,7 @@
 """Benchmark steering in text-embedding space on the shapes-64 world.
 
-    python benchmarks/bench_shapes_steer.py --n 50 --out outputs/bench_steer.json
+    python benchmarks/bench_shapes_steer.py --n 50 --out outputs/bench_steer.json          # dev split
+    python benchmarks/bench_shapes_steer.py --n 50 --split test --out outputs/bench_steer_test.json
 
 (a) Interpolation: N caption pairs that differ only in the background colour, 9 frames each,
 one seed per pair. Each frame's background (median of the 2-px border) is projected onto the
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from shapes_scoring import add_split_arguments, base_seed
 from workers import map_in_workers, worker_model, worker_settings
 
 from retouch.core.generate import DEFAULT_SCHEDULER, generate
@@ -190,7 +192,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model card's")
     parser.add_argument("--scheduler", default=None, help="default: the model card's, else euler-a")
-    parser.add_argument("--seed", type=int, default=2000)
+    add_split_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
     parser.add_argument("--layout-steps", type=int, default=0,
@@ -200,6 +202,7 @@ def main() -> None:
                              "fraction of the steps (default: 0, off)")
     parser.add_argument("--parts", choices=("ab", "a", "b"), default="ab", help="run (a), (b) or both (default)")
     args = parser.parse_args()
+    args.seed = base_seed(args, "steer")
 
     loaded = load_model(args.model)
     sampling = {
