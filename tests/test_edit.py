@@ -183,9 +183,12 @@ def test_other_methods_run(tiny_model, method):
     assert result.image.size == (32, 32) and result.report["method"] == method
     if method == "sdedit":
         assert result.report["mask_area"] == 1.0 and result.report["region"] == "global"
-    else:
-        kept = feather_alpha(np.asarray(result.mask) == 255) == 0
-        assert np.array_equal(np.asarray(result.image)[kept], source[kept])
+    else:  # DiffEdit's own mask: the pixels outside it and its feather band are the input's
+        mask = np.asarray(result.mask) == 255
+        kept = feather_alpha(mask) == 0
+        assert result.report["region"] == "mask" and 0 < result.report["mask_area"] < 1
+        assert kept.sum() > 100 and np.array_equal(np.asarray(result.image)[kept], source[kept])
+        assert result.report["metrics"]["outside"]["identical"]
 
 
 def test_bad_arguments(tiny_model):
@@ -197,3 +200,16 @@ def test_bad_arguments(tiny_model):
         edit(tiny_model, scene(), SOURCE, TARGET, region="global", strength=0.1, steps=STEPS)
     with pytest.raises(RetouchError, match="name no change"):
         edit(tiny_model, scene(), SOURCE, SOURCE, mask_config=FAST)
+
+
+def test_cli_global_edit_prints_no_psnr_outside_and_exits_0(tiny_model_dir, image_path, tmp_path, capsys):
+    """A style edit's mask is the whole picture: no pixel lies outside it, so there is no PSNR."""
+    out = tmp_path / "pastel.png"
+    argv = ["edit", str(image_path), "--source", SOURCE, "--target", f"{SOURCE}, pastel", "--output", str(out)]
+    assert main([*argv, "--model", str(tiny_model_dir), "--steps", str(STEPS), "--seed", "0", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "region global" in printed and "outside the mask and its feather band: n/a" in printed
+    report = json.loads((tmp_path / "pastel.json").read_text())
+    assert report["mask_area"] == 1.0 and report["metrics"]["outside"] == {
+        "psnr": None, "ssim": None, "pixels": 0, "identical": False
+    }

@@ -175,7 +175,7 @@ def test_snap_background_keeps_the_object_as_drawn_however_wide_the_maps_hole():
     assert masks.snap_background(np.ones((16, 16), dtype=bool), plain.astype(np.uint8), 4).all()
 
 
-def test_snap_to_object_gives_background_edits_a_smaller_early_mask():
+def test_snap_to_object_gives_background_edits_a_smaller_keep_object_mask():
     scene = w.Scene("blue", "red", "circle", "small", x0=21, y0=21)
     coarse = np.ones((16, 16), dtype=bool)
     coarse[6:10, 6:10] = False  # the map's hole at the object
@@ -239,9 +239,10 @@ def test_blend_loop_lands_on_the_target_inside_and_the_input_outside(scheduler_n
         assert error.max() < 1e-4, error.max()
 
 
-def test_blend_early_mask_holds_its_cells_for_the_first_steps_only():
-    """A background edit's ``early_mask``: the cells it leaves out follow the input while the
-    early steps run, and are edited after them; with every step early they end on the input."""
+def test_blend_keep_object_mask_holds_its_cells_for_the_first_steps_only():
+    """A background edit's ``keep_object_mask``: the cells it leaves out follow the input while
+    the first ``keep_object_fraction`` of the steps run, and are edited after them; with every
+    step in that fraction they end on the input. The old keywords give the same latents."""
     from types import SimpleNamespace
 
     from retouch.core.schedulers import make_scheduler
@@ -255,7 +256,7 @@ def test_blend_early_mask_holds_its_cells_for_the_first_steps_only():
     early = mask.copy()
     early[3:5, 3:5] = False  # the object's cells: kept while the layout forms
 
-    def run(fraction: float) -> torch.Tensor:
+    def run(fraction: float, old_names: bool = False) -> torch.Tensor:
         scheduler = make_scheduler("euler", tiny_components()["scheduler"].config)
         alphas = scheduler.alphas_cumprod
 
@@ -264,15 +265,28 @@ def test_blend_early_mask_holds_its_cells_for_the_first_steps_only():
             return SimpleNamespace(sample=(x_t - alpha.sqrt() * z_target) / (1 - alpha).sqrt())
 
         embeds = torch.zeros((1, 3, 8))
+        keep = {"early_mask": early, "early_fraction": fraction} if old_names else {
+            "keep_object_mask": early, "keep_object_fraction": fraction
+        }
         return blended_latent_diffusion(
-            SimpleNamespace(unet=unet), z0, mask, embeds, embeds, scheduler, 1.0, 10, 7.5,
-            torch.Generator().manual_seed(1), early_mask=early, early_fraction=fraction,
-        )  # fmt: skip
+            SimpleNamespace(unet=unet),
+            z0,
+            mask,
+            embeds,
+            embeds,
+            scheduler,
+            strength=1.0,
+            steps=10,
+            guidance_scale=7.5,
+            generator=torch.Generator().manual_seed(1),
+            **keep,
+        )
 
     held = torch.from_numpy(mask & ~early)[None, None].expand_as(z0)
     assert torch.equal(run(1.0)[held], z0[held])  # held throughout: the input
     released = run(0.5)[held]
     assert (released - z_target[held]).abs().max() < 1e-4  # released halfway: edited like the rest
+    assert torch.equal(run(0.5, old_names=True), run(0.5))
     assert torch.equal(
         run(0.5)[~torch.from_numpy(mask)[None, None].expand_as(z0)],
         z0[~torch.from_numpy(mask)[None, None].expand_as(z0)],
@@ -344,7 +358,9 @@ def test_oracle_judge_reads_the_rendered_target():
     assert judge(Image.fromarray(pair.target.render())) == (1.0, True)
     score, took = judge(Image.fromarray(pair.source.render()))
     assert score == 0.8 and not took  # four of five fields match; the colour does not
-    assert make_judge(None, pair.source_caption, pair.target_caption) is not None
+    default = make_judge(None, pair.source_caption, pair.target_caption)  # canonical: the oracle
+    assert default(Image.fromarray(pair.target.render())) == (1.0, True)
+    assert default(Image.fromarray(pair.source.render())) == (0.8, False)
     with pytest.raises(RetouchError, match="--judge PATH"):
         make_judge(None, "a dog", "a cat")
 

@@ -73,18 +73,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from retouch.batch.runner import check_writable
     from retouch.edit.api import edit
-    from retouch.errors import RetouchError
+    from retouch.edit.result import output_paths
     from retouch.models.loading import load_model
 
-    if args.output.suffix.lower() != ".png":
-        raise RetouchError(f"--output must be a .png file (it carries the recipe), got {args.output}")
-    if args.output.resolve() == args.image.resolve():
-        raise RetouchError(f"--output {args.output} is the input image; the input is never overwritten")
-    if not args.image.is_file():
-        raise RetouchError(f"image not found: {args.image}")
-    check_writable(args.output.parent)
+    output_paths(args.output, (args.image, args.mask))  # before the model loads: a bad --output fails fast
     model = load_model(args.model, args.device, args.dtype, args.config)
     result = edit(
         model,
@@ -106,14 +99,22 @@ def run(args: argparse.Namespace) -> int:
     )
     files = {name: str(path) for name, path in result.save(args.output).items()}
     report = result.report
+    emit(args, {"files": files, **report}, [*summary(report), *(f"wrote {path}" for path in files.values())])
+    return 0
+
+
+def summary(report: dict) -> list[str]:
+    """The report in a few lines: the region, the mask, the strength, what was kept, the notes."""
     outside = report["metrics"]["outside"]
-    kept = "identical" if outside["identical"] else f"PSNR {outside['psnr']:.1f} dB"
-    lines = [
+    if outside["identical"]:
+        kept = "identical"
+    elif outside["psnr"] is None:  # no pixel lies outside the mask and its band (a global edit)
+        kept = "n/a (no pixel lies outside)"
+    else:
+        kept = f"PSNR {outside['psnr']:.1f} dB"
+    return [
         f"region {report['region']} (confidence {report['region_confidence']:.2f}), mask "
         f"{report['mask_area']:.1%} of the picture, strength {report['strength']}, seed {report['seed']}",
         f"outside the mask and its feather band: {kept}; {report['timings']['total_s']:.2f}s",
         *(f"note: {note}" for note in report["input"]["notes"]),
-        *(f"wrote {path}" for path in files.values()),
     ]
-    emit(args, {"files": files, **report}, lines)
-    return 0

@@ -1,14 +1,15 @@
 """``edit``: change what two captions differ in, keep everything else.
 
-The steps, in order: read and convert the input; pad it to a size the model takes; build the
-mask (DiffEdit's difference map, cut by the region decided from the captions and the map, or the
-user's mask); run the method (Blended Latent Diffusion by default) at the strength, or search the
-strength; crop back and composite onto the input through a feathered mask; measure.
+The stages, in order: check the inputs; prepare (read and convert the input, pad it to a size the
+model takes, encode it, and find the region: DiffEdit's difference map cut by the region decided
+from the captions and the map, the whole picture, or the user's mask); run the method (Blended
+Latent Diffusion by default) at the strength, or search the smallest strength that takes; crop
+back and composite onto the input through a feathered mask; report.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -24,88 +25,79 @@ from retouch.core.components import pipe_name
 from retouch.core.latents import decode, encode, pixel_multiple, text_embeddings
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
-from retouch.core.seeding import MAX_SEED, random_seed
+from retouch.core.seeding import random_seed
 from retouch.edit import masks
-from retouch.edit.blend import blended_latent_diffusion
 from retouch.edit.diffedit import diffedit
 from retouch.edit.inpaint import inpaint
-from retouch.edit.judge import make_judge
-from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, edit_layer, feather_alpha, mask_image
-from retouch.edit.llm import llm_region
-from retouch.edit.region import (
-    RegionDecision,
-    caption_region,
-    check_captions_differ,
-    combine,
-    image_evidence,
-    is_recolor,
+from retouch.edit.inputs import (
+    METHODS,
+    REGION_CHOICES,
+    ImageInput,
+    check_edit_arguments,
+    read_image,
+    read_user_mask,
 )
+from retouch.edit.judge import make_judge
+from retouch.edit.layer import DEFAULT_FEATHER_PX, Composited, composite_edit, edit_layer, mask_image
+from retouch.edit.region import RegionDecision, check_captions_differ
+from retouch.edit.region_pipeline import (
+    Classifier,
+    EditRegion,
+    RegionChoice,
+    find_edit_region,
+    sample_in_region,
+    whole_picture,
+)
+from retouch.edit.result import OUTPUTS, EditResult, json_safe_metrics
 from retouch.edit.sdedit import sdedit
 from retouch.edit.strength import Judge, search_strength
 from retouch.errors import RetouchError
-from retouch.io.atomic import atomic_write_json
-from retouch.io.convert import InputImage, pad_to_multiple, read_input_image, to_rgb
+from retouch.io.convert import InputImage, pad_to_multiple
 from retouch.io.hashing import pixels_sha256
-from retouch.io.png import save_png
 from retouch.metrics.masked import masked_metrics
 from retouch.models.loading import LoadedModel
 
 Method = Literal["blend", "sdedit", "inpaint", "diffedit"]
-RegionChoice = Literal["auto", "foreground", "background", "global"]
-Classifier = Literal["rules", "llm"]
-METHODS: tuple[str, ...] = ("blend", "sdedit", "inpaint", "diffedit")
-REGION_CHOICES: tuple[str, ...] = ("auto", "foreground", "background", "global")
 DEFAULT_STRENGTH = 0.8
 DEFAULT_SCHEDULER: SchedulerName = "ddim"  # deterministic steps: the kept region is followed exactly
-
-ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
-
-
-OUTPUTS: tuple[str, ...] = ("image", "mask", "layer")
+check_generate_arguments = check_edit_arguments  # the old name
+__all__ = ["DEFAULT_STEPS", "METHODS", "OUTPUTS", "REGION_CHOICES", "EditResult", "edit", "json_safe_metrics"]
 
 
 @dataclass
-class EditResult:
-    image: Image.Image  # RGB, exactly the input's size
-    mask: Image.Image  # L, 255 = edited
-    layer: Image.Image  # RGBA: the edited pixels with the feathered mask as alpha
-    report: dict[str, Any]  # region decision, mask area, strength (and its search), timings, metrics
-    recipe: dict[str, Any]  # task "edit": replays this edit bit for bit
+class EditJob:
+    """One ``edit`` call's inputs and settings, fixed before any model runs."""
 
-    def files(self) -> dict[str, tuple[Image.Image, dict[str, Any]]]:
-        """File suffix -> (picture, its recipe): ``""`` the edit, ``".mask"``, ``".layer"``. Each
-        recipe names its ``output``, so replaying any of the three files re-creates that file."""
-        return {
-            "": (self.image, self.recipe),
-            ".mask": (self.mask, {**self.recipe, "output": "mask"}),
-            ".layer": (self.layer, {**self.recipe, "output": "layer"}),
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``PATH.png``, ``PATH.mask.png``, ``PATH.layer.png`` (each with its recipe) and the
-        report ``PATH.json``, atomically; refuses to write over the input image or mask."""
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            raise RetouchError(f"the output must be a .png file (it carries the recipe), got {path}")
-        stem = path.with_suffix("")
-        targets = {suffix: Path(f"{stem}{suffix}.png") for suffix in self.files()}
-        targets[".json"] = Path(f"{stem}.json")
-        inputs = {Path(p).resolve() for p in (self.recipe["image"], self.recipe["mask"]) if p}
-        for target in targets.values():
-            if target.resolve() in inputs:
-                raise RetouchError(f"refusing to overwrite the input {target}; choose another --output")
-        for suffix, (picture, recipe) in self.files().items():
-            save_png(picture, targets[suffix], recipe)
-        atomic_write_json(targets[".json"], self.report)
-        return targets
+    pipe: StableDiffusionPipeline
+    source: np.ndarray  # (H, W, 3) uint8, the input as RGB
+    user_mask: np.ndarray | None  # (H, W) bool, the given mask (True = edit), or None
+    source_prompt: str
+    target_prompt: str
+    method: Method
+    region: RegionChoice
+    classifier: Classifier
+    llm_url: str | None
+    scheduler: SchedulerName
+    steps: int
+    guidance_scale: float
+    seed: int
+    mask_config: masks.MaskConfig
+    feather: int  # px over which the composite fades from the edit to the input
+    progress: bool
 
 
 @dataclass
-class _Attempt:
-    output: np.ndarray  # (H, W, 3) uint8, composited onto the input
-    edited: np.ndarray  # (H, W, 3) uint8, the method's own pixels
-    mask: np.ndarray  # (H, W) bool
-    alpha: np.ndarray  # (H, W) float, the feathered mask
+class Prepared:
+    """What every strength tried shares: the padded input, its latents, the target's embeddings
+    and the region (computed once)."""
+
+    padded: np.ndarray  # (H', W', 3) uint8: the input, padded to a size the model takes
+    decision: RegionDecision  # the region (or "mask") and why, for the report
+    found: EditRegion | None  # blend's region (automatic, or the whole picture); None otherwise
+    pixel_mask: np.ndarray | None  # (H', W') bool, the user's mask padded, for inpainting
+    latents: torch.Tensor | None = None  # (1, 4, h, w), blend and inpaint
+    target_embeds: torch.Tensor | None = None  # (1, tokens, dim)
+    negative_embeds: torch.Tensor | None = None  # (1, tokens, dim), the empty prompt's
 
 
 def edit(
@@ -138,9 +130,9 @@ def edit(
             ``inpaint`` (needs ``mask``), ``diffedit`` (diffusers' DiffEdit pipeline).
         region: ``auto`` decides from the captions and the image; the others override it.
         mask: white = edit; overrides the automatic mask.
-        strength: in (0, 1], or ``"auto"``: the smallest strength at which ``judge`` says the edit took.
-        judge: for ``strength="auto"``: ``"oracle"`` (shapes-64), a CLIP folder, or a function
-            ``image -> (score, took)``; the oracle by default when both captions are canonical.
+        strength: img2img noise level in (0, 1], or ``"auto"``: the smallest at which ``judge``
+            says the edit took (``"oracle"``, a CLIP folder, or ``image -> (score, took)``; the
+            oracle by default when both captions are a world's).
         classifier: ``rules`` (caption diff) or ``llm`` (an OpenAI-compatible endpoint at ``llm_url``).
         mask_config: the automatic mask's settings (``MaskConfig()`` when None).
         feather: pixels over which the composite fades from the edit to the input outside the mask.
@@ -149,256 +141,225 @@ def edit(
         RetouchError: bad input, identical captions, or a region that cannot be decided.
     """
     start = time.perf_counter()
+    # 1. Check the inputs.
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
-    pipe = loaded.pipe
-    guidance_scale = loaded.guidance_scale(guidance_scale)
     seed = random_seed() if seed is None else seed
-    mask_config = mask_config or masks.MaskConfig()
-    check_generate_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
-    source_input = read_input_image(image) if isinstance(image, str | os.PathLike) else _as_input(image)
-    source = np.asarray(source_input.image)  # (H, W, 3) uint8
-    height, width = source.shape[:2]
-    user_mask = _user_mask(mask, (width, height))
-    if user_mask is None and method == "inpaint":
-        raise RetouchError("--method inpaint needs --mask PNG (white = edit)")
-    automatic = user_mask is None and method == "blend" and region != "global"
-    if automatic or method == "diffedit":
-        check_captions_differ(source_prompt, target_prompt)
-    for what, prompt in (("source caption", source_prompt), ("target caption", target_prompt)):
-        warn_if_truncated(pipe.tokenizer, prompt, what)
-
-    padded, _ = pad_to_multiple(source, pixel_multiple(pipe))  # (H', W', 3), cropped back below
-    factor = pipe.vae_scale_factor
-
-    # 1. The mask, and the region it stands for.
-    early_mask = None  # background edits: the latent mask while the layout forms (see blend)
-    if method in ("blend", "inpaint"):
-        latents = encode(pipe, padded)  # (1, 4, h, w), shared by the map and every strength tried
-        target_embeds, negative_embeds = text_embeddings(pipe, target_prompt, guidance_scale)
-    if user_mask is not None:
-        decision = RegionDecision("mask", 1.0, {"mask": "given"})
-        pixel_mask = np.pad(user_mask, ((0, padded.shape[0] - height), (0, padded.shape[1] - width)))
-    elif method == "sdedit":
-        decision = RegionDecision("global", 1.0, {"method": "sdedit: the whole picture"})
-    elif method == "diffedit":
-        decision = RegionDecision("mask", 1.0, {"mask": "DiffEdit's own (diffusers generate_mask)"})
-    elif region == "global":
-        decision = RegionDecision("global", 1.0, {"given": "region"})
-        latent_mask = np.ones(latents.shape[-2:], dtype=bool)
-        pixel_mask = masks.upsample_mask(latent_mask, factor)
-    else:
-        decision, latent_mask = _automatic_mask(
-            pipe, latents, source_prompt, target_prompt, target_embeds, region, classifier, llm_url,
-            _generator(seed), mask_config,
-        )  # fmt: skip
-        # a foreground mask is refined to the object's edges after the edit (refine_mask)
-        pixel_mask, latent_mask, early_mask = masks.snap_to_object(
-            latent_mask, decision.region, padded, factor, mask_config
-        )
-    recolor = is_recolor(source_prompt, target_prompt)  # the object keeps its outline
-    hold = {"early_mask": early_mask, "early_fraction": mask_config.hold_fraction} if early_mask is not None else {}
+    check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
+    source_input = read_image(image)
+    job = EditJob(
+        pipe=loaded.pipe,
+        source=np.asarray(source_input.image),  # (H, W, 3) uint8
+        user_mask=read_user_mask(mask, source_input.image.size),
+        source_prompt=source_prompt,
+        target_prompt=target_prompt,
+        method=method,
+        region=region,
+        classifier=classifier,
+        llm_url=llm_url,
+        scheduler=scheduler,
+        steps=steps,
+        guidance_scale=loaded.guidance_scale(guidance_scale),
+        seed=seed,
+        mask_config=mask_config or masks.MaskConfig(),
+        feather=feather,
+        progress=progress,
+    )
+    check_prompts(job)
+    # 2. Prepare: pad, encode, and find the region (once for every strength tried).
+    prepared = prepare(job)
     mask_seconds = time.perf_counter() - start
-
-    # 2. The edit at one strength: the method's pixels and the mask they are composited through.
-    def run(strength: float) -> _Attempt:
-        generator = _generator(seed)  # every strength tried starts from the same noise
-        new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-        if method == "sdedit":
-            edited = sdedit(
-                pipe, padded, target_prompt, new_scheduler, strength, steps, guidance_scale,
-                generator, progress,
-            )  # fmt: skip
-            return _finish(source, edited, np.ones(padded.shape[:2], dtype=bool), height, width, feather)
-        if method == "diffedit":
-            edited, diffedit_mask = diffedit(
-                pipe, padded, source_prompt, target_prompt, strength, steps, guidance_scale,
-                generator, mask_config, progress,
-            )  # fmt: skip
-            return _finish(source, edited, masks.upsample_mask(diffedit_mask, factor), height, width, feather)
-        if user_mask is not None:  # the user's mask, with method blend or inpaint alike
-            z = inpaint(
-                pipe, latents, pixel_mask, target_embeds, negative_embeds, new_scheduler,
-                strength, steps, guidance_scale, generator, progress,
-            )  # fmt: skip
-            return _finish(source, decode(pipe, z), pixel_mask, height, width, feather)
-        z = blended_latent_diffusion(
-            pipe, latents, latent_mask, target_embeds, negative_embeds, new_scheduler,
-            strength, steps, guidance_scale, generator, progress, **hold,
-        )  # fmt: skip
-        edited = decode(pipe, z)  # (H', W', 3)
-        final = pixel_mask
-        if decision.region == "foreground":  # snapped to the old and the new object's edges
-            final = masks.refine_mask(pixel_mask, padded, edited, mask_config, keep_outline=recolor)
-        return _finish(source, edited, final, height, width, feather)
-
-    trace = None
-    if strength == "auto":
-        judge_fn = make_judge(judge, source_prompt, target_prompt, pipe.device)
-        strength, attempt, trials = search_strength(run, lambda a: judge_fn(Image.fromarray(a.output)), steps)
-        trace = [t.to_dict() for t in trials]
-    else:
-        attempt = run(float(strength))
+    # 3. Run the method at the strength, or search the smallest strength that takes.
+    strength, attempt, trace = run_at_strength(job, prepared, strength, judge)
     total_seconds = time.perf_counter() - start
+    # 4. Report.
+    timings = {"mask_s": mask_seconds, "edit_s": total_seconds - mask_seconds, "total_s": total_seconds}
+    return EditResult(
+        image=Image.fromarray(attempt.output),
+        mask=mask_image(attempt.mask),
+        layer=edit_layer(attempt.edited, attempt.alpha),
+        report=edit_report(job, prepared, attempt, source_input, strength=strength, trace=trace, timings=timings),
+        recipe=edit_recipe(job, prepared, loaded, image=image, mask=mask, strength=strength),
+    )
 
-    recipe = {
+
+def is_automatic(job: EditJob) -> bool:
+    """Blend with no mask given and no global region: the region comes from the captions and the map."""
+    return job.user_mask is None and job.method == "blend" and job.region != "global"
+
+
+def check_prompts(job: EditJob) -> None:
+    """Inpainting needs a mask; an automatic region or DiffEdit needs captions that differ; a
+    caption longer than the text encoder reads is warned about."""
+    if job.user_mask is None and job.method == "inpaint":
+        raise RetouchError("--method inpaint needs --mask PNG (white = edit)")
+    if is_automatic(job) or job.method == "diffedit":
+        check_captions_differ(job.source_prompt, job.target_prompt)
+    for what, prompt in (("source caption", job.source_prompt), ("target caption", job.target_prompt)):
+        warn_if_truncated(job.pipe.tokenizer, prompt, what)
+
+
+def prepare(job: EditJob) -> Prepared:
+    """Pad the input; for blend and inpaint, its latents and the target's embeddings; the region."""
+    pipe, (height, width) = job.pipe, job.source.shape[:2]
+    padded, _ = pad_to_multiple(job.source, pixel_multiple(pipe))  # (H', W', 3), cropped back at the end
+    prepared = Prepared(padded, fixed_decision(job), found=None, pixel_mask=None)
+    if job.user_mask is not None:
+        prepared.pixel_mask = np.pad(job.user_mask, ((0, padded.shape[0] - height), (0, padded.shape[1] - width)))
+    if job.method in ("blend", "inpaint"):
+        prepared.latents = encode(pipe, padded)  # (1, 4, h, w), shared by the map and every strength
+        prepared.target_embeds, prepared.negative_embeds = text_embeddings(
+            pipe, job.target_prompt, job.guidance_scale
+        )
+    if job.method == "blend" and job.user_mask is None:
+        prepared.found = find_blend_region(job, prepared)
+        prepared.decision = prepared.found.decision
+    return prepared
+
+
+def fixed_decision(job: EditJob) -> RegionDecision:
+    """The region a given mask, or a method that makes its own, stands for (blend's is found later)."""
+    if job.user_mask is not None:
+        return RegionDecision("mask", 1.0, {"mask": "given"})
+    if job.method == "sdedit":
+        return RegionDecision("global", 1.0, {"method": "sdedit: the whole picture"})
+    if job.method == "diffedit":
+        return RegionDecision("mask", 1.0, {"mask": "DiffEdit's own (diffusers generate_mask)"})
+    return RegionDecision("global", 1.0, {"given": "region"})
+
+
+def find_blend_region(job: EditJob, prepared: Prepared) -> EditRegion:
+    """The whole picture for ``region="global"``; else the region pipeline's region, decided from
+    the captions and the map (or given) and snapped to the object."""
+    if job.region == "global":
+        return whole_picture(prepared.latents, job.pipe.vae_scale_factor, {"given": "region"})
+    source_embeds, _ = text_embeddings(job.pipe, job.source_prompt, 1.0)
+    return find_edit_region(
+        job.pipe,
+        prepared.latents,
+        prepared.padded,
+        source_embeds,
+        prepared.target_embeds,
+        source=job.source_prompt,
+        target=job.target_prompt,
+        seed=job.seed,
+        region=job.region,
+        classifier=job.classifier,
+        llm_url=job.llm_url,
+        config=job.mask_config,
+    )
+
+
+def run_at_strength(
+    job: EditJob, prepared: Prepared, strength: float | Literal["auto"], judge: str | os.PathLike[str] | Judge | None
+) -> tuple[float, Composited, list[dict[str, Any]] | None]:
+    """The method at ``strength``; or, for ``"auto"``, bisected to the smallest strength at which
+    ``judge`` says the edit took: (strength, the edit, the search's trace or None)."""
+    run = functools.partial(run_once, job, prepared)
+    if strength != "auto":
+        return strength, run(float(strength)), None
+    judge_fn = make_judge(judge, job.source_prompt, job.target_prompt, job.pipe.device)
+    found, attempt, trials = search_strength(run, lambda a: judge_fn(Image.fromarray(a.output)), job.steps)
+    return found, attempt, [t.to_dict() for t in trials]
+
+
+def run_once(job: EditJob, prepared: Prepared, strength: float) -> Composited:
+    """The method at one ``strength``, composited onto the input; every strength tried starts
+    from the same noise (``job.seed``)."""
+    pipe, padded, feather = job.pipe, prepared.padded, job.feather
+    denoise = {"strength": strength, "steps": job.steps, "guidance_scale": job.guidance_scale, "progress": job.progress}
+    if prepared.found is not None:
+        return sample_in_region(
+            pipe,
+            prepared.latents,
+            prepared.found,
+            prepared.target_embeds,
+            prepared.negative_embeds,
+            picture=padded,
+            background=job.source,
+            scheduler=job.scheduler,
+            seed=job.seed,
+            config=job.mask_config,
+            feather=feather,
+            **denoise,
+        )
+    denoise["generator"] = torch.Generator("cpu").manual_seed(job.seed)
+    if job.method == "diffedit":
+        edited, latent_mask = diffedit(
+            pipe, padded, job.source_prompt, job.target_prompt, config=job.mask_config, **denoise
+        )
+        return composite_edit(job.source, edited, masks.upsample_mask(latent_mask, pipe.vae_scale_factor), feather)
+    scheduler = make_scheduler(job.scheduler, pipe.scheduler.config)
+    if job.method == "sdedit":
+        edited = sdedit(pipe, padded, job.target_prompt, scheduler, **denoise)
+        return composite_edit(job.source, edited, np.ones(padded.shape[:2], dtype=bool), feather)
+    latents, mask = prepared.latents, prepared.pixel_mask  # the user's mask, with blend or inpaint alike
+    z = inpaint(pipe, latents, mask, prepared.target_embeds, prepared.negative_embeds, scheduler, **denoise)
+    return composite_edit(job.source, decode(pipe, z), mask, feather)
+
+
+def edit_recipe(
+    job: EditJob,
+    prepared: Prepared,
+    loaded: LoadedModel,
+    *,
+    image: ImageInput,
+    mask: ImageInput | None,
+    strength: float,
+) -> dict[str, Any]:
+    """Task ``edit``: what replays this edit bit for bit, with no classifier nor its endpoint."""
+    height, width = job.source.shape[:2]
+    return {
         "task": "edit",
         "image": str(Path(image).resolve()) if isinstance(image, str | os.PathLike) else None,
-        "image_sha256": pixels_sha256(source),
-        "source": source_prompt,
-        "target": target_prompt,
-        "prompt": target_prompt,  # for AUTOMATIC1111's parameters text; not read back
-        "method": method,
-        # the decision itself, so a replay needs neither the classifier nor its endpoint
-        "region": decision.region if automatic else region,
+        "image_sha256": pixels_sha256(job.source),
+        "source": job.source_prompt,
+        "target": job.target_prompt,
+        "prompt": job.target_prompt,  # for AUTOMATIC1111's parameters text; not read back
+        "method": job.method,
+        "region": prepared.decision.region if is_automatic(job) else job.region,  # the decision itself
         "mask": str(Path(mask).resolve()) if isinstance(mask, str | os.PathLike) else None,
         "strength": strength,
-        "seed": seed,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "scheduler": scheduler,
+        "seed": job.seed,
+        "steps": job.steps,
+        "guidance_scale": job.guidance_scale,
+        "scheduler": job.scheduler,
         "width": width,
         "height": height,
         **loaded.recipe_fields(),
     }
-    report = {
-        "method": method,
+
+
+def edit_report(
+    job: EditJob,
+    prepared: Prepared,
+    attempt: Composited,
+    source_input: InputImage,
+    *,
+    strength: float,
+    trace: list[dict[str, Any]] | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The region decision, mask area, strength (and its search), timings and masked metrics."""
+    height, width = job.source.shape[:2]
+    decision = prepared.decision
+    # inside the mask; in its feather band (blended); outside both (the input, bit for bit)
+    metrics = masked_metrics(job.source, attempt.output, attempt.mask, attempt.alpha > 0)
+    return {
+        "method": job.method,
         "region": decision.region,
         "region_confidence": decision.confidence,
         "region_evidence": decision.evidence,
         "mask_area": float(attempt.mask.mean()),
         "strength": strength,
         "strength_search": trace,
-        "seed": seed,
+        "seed": job.seed,
         "input": {
             "width": width,
             "height": height,
             "mode": source_input.mode,
             "notes": source_input.notes,
-            "padded_to": [padded.shape[1], padded.shape[0]],
+            "padded_to": [prepared.padded.shape[1], prepared.padded.shape[0]],
         },
-        "timings": {
-            "mask_s": mask_seconds,
-            "edit_s": total_seconds - mask_seconds,
-            "total_s": total_seconds,
-        },
-        # inside the mask; in its feather band (blended); outside both (the input, bit for bit)
-        "metrics": json_safe_metrics(masked_metrics(source, attempt.output, attempt.mask, attempt.alpha > 0)),
+        "timings": timings,
+        "metrics": json_safe_metrics(metrics),
     }
-    return EditResult(
-        image=Image.fromarray(attempt.output),
-        mask=mask_image(attempt.mask),
-        layer=edit_layer(attempt.edited, attempt.alpha),
-        report=report,
-        recipe=recipe,
-    )
-
-
-def _automatic_mask(
-    pipe: StableDiffusionPipeline,
-    latents: torch.Tensor,
-    source_prompt: str,
-    target_prompt: str,
-    target_embeds: torch.Tensor,
-    region: RegionChoice,
-    classifier: Classifier,
-    llm_url: str | None,
-    generator: torch.Generator,
-    config: masks.MaskConfig,
-) -> tuple[RegionDecision, np.ndarray]:
-    """DiffEdit's difference map; the region, decided from the captions and the map (or given);
-    the map cut by that region: the decision and the (h, w) bool latent mask."""
-    source_embeds, _ = text_embeddings(pipe, source_prompt, 1.0)
-    raw = masks.difference_map(pipe, latents, source_embeds, target_embeds, generator, config)  # (h, w)
-    normalized = masks.normalize_map(raw, config)
-    if region == "auto":
-        guess = (
-            llm_region(source_prompt, target_prompt, llm_url)
-            if classifier == "llm"
-            else caption_region(source_prompt, target_prompt)
-        )
-        decision = combine(guess, image_evidence(normalized))
-    else:
-        decision = RegionDecision(region, 1.0, {"given": "region"})
-    latent_mask = masks.region_mask(normalized, decision.region, config)
-    if not latent_mask.any():
-        raise RetouchError(
-            "the automatic mask is empty: the model sees no difference between the captions; "
-            "pass --mask PNG or --region global"
-        )
-    return decision, latent_mask
-
-
-def _finish(
-    source: np.ndarray, edited: np.ndarray, mask: np.ndarray, height: int, width: int, feather: int
-) -> _Attempt:
-    """Crop the padding off; the input outside mask + feather band, bit for bit; the edit inside."""
-    edited, mask = edited[:height, :width], mask[:height, :width]
-    alpha = feather_alpha(mask, feather)
-    return _Attempt(composite(source, edited, alpha), edited, mask, alpha)
-
-
-def json_safe_metrics(metrics: dict[str, dict[str, float | int]]) -> dict[str, dict[str, Any]]:
-    """JSON has no inf or nan: identical parts get ``psnr: null, identical: true``."""
-    safe: dict[str, dict[str, Any]] = {}
-    for part, values in metrics.items():
-        psnr, ssim = values["psnr"], values["ssim"]
-        safe[part] = {
-            "psnr": psnr if math.isfinite(psnr) else None,
-            "ssim": ssim if math.isfinite(ssim) else None,
-            "pixels": values["pixels"],
-            "identical": psnr == math.inf,
-        }
-    return safe
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed)
-
-
-def _as_input(image: Image.Image | np.ndarray) -> InputImage:
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise RetouchError(f"image must be a file path, a PIL image or an array, got {type(image).__name__}")
-    return to_rgb(image)
-
-
-def _user_mask(mask: ImageInput | None, size: tuple[int, int]) -> np.ndarray | None:
-    if mask is None:
-        return None
-    if isinstance(mask, str | os.PathLike):
-        return masks.read_mask(mask, size)
-    values = masks.mask_from_image(mask)
-    if values.shape != (size[1], size[0]):
-        raise RetouchError(f"the mask is {values.shape[1]}x{values.shape[0]} but the image is {size[0]}x{size[1]}")
-    return values
-
-
-def check_generate_arguments(
-    method: str,
-    region: str,
-    strength: float | str,
-    seed: int,
-    steps: int,
-    classifier: str,
-    llm_url: str | None,
-    mask: Any,
-) -> None:
-    if method not in METHODS:
-        raise RetouchError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    if region not in REGION_CHOICES:
-        raise RetouchError(f"unknown region {region!r}; choose one of: {', '.join(REGION_CHOICES)}")
-    if strength != "auto" and (
-        isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1
-    ):
-        raise RetouchError(f"strength must be in (0, 1] or 'auto', got {strength!r}")
-    if not 0 <= seed <= MAX_SEED:
-        raise RetouchError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    if steps < 1:
-        raise RetouchError(f"steps must be at least 1, got {steps}")
-    if classifier not in ("rules", "llm"):
-        raise RetouchError(f"unknown classifier {classifier!r}; choose rules or llm")
-    if classifier == "llm" and not llm_url:
-        raise RetouchError("--classifier llm needs --llm-url URL (an OpenAI-compatible endpoint)")
-    if mask is not None and method in ("sdedit", "diffedit"):
-        raise RetouchError(f"--method {method} makes its own mask (or none); drop --mask or use --method inpaint")

@@ -32,26 +32,36 @@ def blended_latent_diffusion(
     guidance_scale: float,
     generator: torch.Generator | None,
     progress: bool = False,
+    keep_object_mask: np.ndarray | None = None,
+    keep_object_fraction: float = 0.0,
+    *,
     early_mask: np.ndarray | None = None,
-    early_fraction: float = 0.0,
+    early_fraction: float | None = None,
 ) -> torch.Tensor:
     """Edit ``latents`` (1, 4, h, w) where ``latent_mask`` (h, w) is True; returns the edited latents.
 
     Args:
         negative_embeds: the empty prompt's embeddings for classifier-free guidance, or None without.
         scheduler: a fresh scheduler (its state advances here).
-        early_mask: a smaller (h, w) mask for the first ``early_fraction`` of the steps, while the
-            layout forms: a background edit keeps every latent cell the object touches until then,
-            so the model sees the object whole and does not draw it again elsewhere; the cells it
-            shares with the background are edited afterwards, to take the new colour.
+        keep_object_mask: a smaller (h, w) mask for the first ``keep_object_fraction`` of the
+            steps, while the layout forms: a background edit keeps every latent cell the object
+            touches until then, so the model sees the object whole and does not draw it again
+            elsewhere; the cells it shares with the background are edited afterwards, to take the
+            new colour.
+        early_mask, early_fraction: the old names of ``keep_object_mask`` and
+            ``keep_object_fraction``, still accepted.
     """
+    keep_object_mask = early_mask if keep_object_mask is None else keep_object_mask
+    keep_object_fraction = keep_object_fraction if early_fraction is None else early_fraction
     z0 = latents  # (1, 4, h, w)
     mask = torch.from_numpy(latent_mask).to(z0.device, z0.dtype)[None, None]  # (1, 1, h, w)
-    early = mask if early_mask is None else torch.from_numpy(early_mask).to(z0.device, z0.dtype)[None, None]
+    keep_object = mask
+    if keep_object_mask is not None:
+        keep_object = torch.from_numpy(keep_object_mask).to(z0.device, z0.dtype)[None, None]  # (1, 1, h, w)
     embeds = prompt_embeds if negative_embeds is None else torch.cat([negative_embeds, prompt_embeds])
     scheduler.set_timesteps(steps, device=z0.device)
     timesteps = img2img_timesteps(scheduler, steps, strength)
-    early_steps = round(early_fraction * len(timesteps))
+    keep_object_steps = round(keep_object_fraction * len(timesteps))
     extra = step_kwargs(scheduler, generator)
 
     # One noise draw serves the start and every re-imposed level: the kept region follows
@@ -68,6 +78,6 @@ def blended_latent_diffusion(
         z = scheduler.step(eps, t, z, **extra).prev_sample
         # Alg. 1, line 7: outside the mask, the original noised to the level z now has.
         known = scheduler.add_noise(z0, noise, timesteps[i + 1 : i + 2]) if i + 1 < len(timesteps) else z0
-        m = early if i < early_steps else mask
+        m = keep_object if i < keep_object_steps else mask
         z = m * z + (1 - m) * known
     return z

@@ -14,37 +14,32 @@ first, as its automatic edit does, with the optimized embedding standing in for 
    and the decoded picture is composited onto the input (a foreground mask first snapped to the
    old and the new object's edges): outside the mask and its feather band, the input bit for bit.
 
-``region="global"`` skips all this: the paper's Imagic, the whole picture sampled.
+Both steps are ``edit.region_pipeline``'s, as ``edit`` runs them; this module fits Imagic's
+arguments to them. ``region="global"`` skips all this: the paper's Imagic, the whole picture sampled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from retouch.core.latents import decode
-from retouch.core.schedulers import SchedulerName, make_scheduler
+from retouch.core.schedulers import SchedulerName
 from retouch.edit import masks
-from retouch.edit.blend import blended_latent_diffusion
-from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, feather_alpha
-from retouch.edit.region import RegionDecision, caption_region, combine, image_evidence, is_recolor
+from retouch.edit.layer import DEFAULT_FEATHER_PX
+from retouch.edit.region_pipeline import EditRegion, find_edit_region
+from retouch.edit.region_pipeline import sample_in_region as sample_edit_region
 from retouch.errors import RetouchError
 
 ImagicRegionChoice = Literal["auto", "foreground", "background", "global"]
 IMAGIC_REGIONS: tuple[str, ...] = ("auto", "foreground", "background", "global")
-
-
-@dataclass
-class LocalRegion:
-    decision: RegionDecision
-    pixel_mask: np.ndarray  # (H', W') bool at the padded size, True = redrawn
-    latent_mask: np.ndarray  # (h, w) bool
-    early_mask: np.ndarray  # (h, w) bool, the latent mask while the layout forms (see blend)
-    recolor: bool  # the captions say only the colour changes: the object keeps its outline
+LocalRegion = EditRegion  # the region stage C redraws (its old name here)
+NO_DIFFERENCE = (
+    "the optimized embedding and the target caption agree everywhere; "
+    "pass --region global to redraw the whole picture"
+)
 
 
 @torch.no_grad()
@@ -59,7 +54,7 @@ def find_region(
     source: str | None,
     seed: int,
     config: masks.MaskConfig | None = None,
-) -> LocalRegion | None:
+) -> EditRegion | None:
     """The region stage C redraws, or None for the whole picture (``region="global"``, or a
     global decision). ``latents`` (1, 4, h, w) encode ``padded`` (H', W', 3); ``optimized`` and
     ``target_embeds`` are (1, tokens, dim); ``pipe.unet`` is the model stage A used (no LoRA)."""
@@ -67,43 +62,27 @@ def find_region(
         raise RetouchError(f"unknown region {region!r}; choose one of: {', '.join(IMAGIC_REGIONS)}")
     if region == "global":
         return None
-    config = config or masks.MaskConfig()
-    dtype = pipe.unet.dtype
-    generator = torch.Generator("cpu").manual_seed(seed)
-    raw = masks.difference_map(
-        pipe, latents.to(dtype), optimized.to(dtype), target_embeds.to(dtype), generator, config
-    )  # (h, w)
-    normalized = masks.normalize_map(raw, config)
-    evidence = image_evidence(normalized)
-    if region != "auto":
-        decision = RegionDecision(region, 1.0, {"given": "region", "image": evidence})
-    elif source:
-        decision = combine(caption_region(source, target), evidence)
-    else:
-        p_background = evidence["p_background"]
-        decision = RegionDecision(
-            "background" if p_background > 0.5 else "foreground",
-            round(max(p_background, 1.0 - p_background), 4),
-            {"image": evidence, "rule": "the map's mass on the border (no source caption)"},
-        )
-    if decision.region == "global":
-        return None
-    coarse = masks.region_mask(normalized, decision.region, config)
-    if not coarse.any():
-        raise RetouchError(
-            "the automatic mask is empty: the optimized embedding and the target caption agree everywhere; "
-            "pass --region global to redraw the whole picture"
-        )
-    pixel, latent, early = masks.snap_to_object(coarse, decision.region, padded, pipe.vae_scale_factor, config)
-    recolor = bool(source) and is_recolor(source, target)
-    return LocalRegion(decision, pixel, latent, early, recolor)
+    found = find_edit_region(
+        pipe,
+        latents,
+        padded,
+        optimized,
+        target_embeds,
+        source=source or None,
+        target=target,
+        seed=seed,
+        region=region,
+        config=config,
+        if_empty=NO_DIFFERENCE,
+    )
+    return None if found.region == "global" else found
 
 
 @torch.no_grad()
 def sample_in_region(
     sampler: StableDiffusionPipeline,
     latents: torch.Tensor,
-    local: LocalRegion,
+    local: EditRegion,
     conditioning: torch.Tensor,
     negative: torch.Tensor | None,
     padded: np.ndarray,
@@ -115,17 +94,24 @@ def sample_in_region(
     config: masks.MaskConfig | None = None,
     feather: int = DEFAULT_FEATHER_PX,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stage C inside ``local``'s mask from ``conditioning`` (1, tokens, dim): the picture
-    composited onto ``padded`` (H', W', 3) uint8, and the final (H', W') pixel mask."""
-    config = config or masks.MaskConfig()
-    hold = {"early_mask": local.early_mask, "early_fraction": config.hold_fraction}
-    z = blended_latent_diffusion(
-        sampler, latents, local.latent_mask, conditioning, negative,
-        make_scheduler(scheduler, sampler.scheduler.config), 1.0, steps, guidance_scale,
-        torch.Generator("cpu").manual_seed(seed), progress, **hold,
-    )  # fmt: skip
-    edited = decode(sampler, z)  # (H', W', 3)
-    final = local.pixel_mask
-    if local.decision.region == "foreground":
-        final = masks.refine_mask(final, padded, edited, config, keep_outline=local.recolor)
-    return composite(padded, edited, feather_alpha(final, feather)), final
+    """Stage C inside ``local``'s mask from ``conditioning`` (1, tokens, dim), from pure noise
+    there: the picture composited onto ``padded`` (H', W', 3) uint8, and the final (H', W')
+    pixel mask."""
+    result = sample_edit_region(
+        sampler,
+        latents,
+        local,
+        conditioning,
+        negative,
+        picture=padded,
+        background=padded,
+        scheduler=scheduler,
+        strength=1.0,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        config=config,
+        feather=feather,
+        progress=progress,
+    )
+    return result.output, result.mask

@@ -28,6 +28,15 @@ def inpaint(
     """Edit ``latents`` (1, 4, h, w) where the (H, W) ``pixel_mask`` is True."""
     latent_mask = downsample_mask(pixel_mask, pipe.vae_scale_factor)  # (h, w)
     return blended_latent_diffusion(
-        pipe, latents, latent_mask, prompt_embeds, negative_embeds, scheduler,
-        strength, steps, guidance_scale, generator, progress,
-    )  # fmt: skip
+        pipe,
+        latents,
+        latent_mask,
+        prompt_embeds,
+        negative_embeds,
+        scheduler,
+        strength=strength,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        generator=generator,
+        progress=progress,
+    )

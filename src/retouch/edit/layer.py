@@ -6,6 +6,8 @@ so every pixel farther than that keeps the input's value bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -37,3 +39,24 @@ def edit_layer(edited: np.ndarray, alpha: np.ndarray) -> Image.Image:
 def mask_image(mask: np.ndarray) -> Image.Image:
     """8-bit L, 255 = edited."""
     return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))  # (H, W) uint8 -> L
+
+
+@dataclass
+class Composited:
+    """An edit laid onto the picture it changes, at that picture's size."""
+
+    output: np.ndarray  # (H, W, 3) uint8: the input outside the mask and its feather band, bit for bit
+    edited: np.ndarray  # (H, W, 3) uint8: the method's own pixels
+    mask: np.ndarray  # (H, W) bool, True = edited
+    alpha: np.ndarray  # (H, W) float: the feathered mask the composite used
+
+
+def composite_edit(
+    source: np.ndarray, edited: np.ndarray, mask: np.ndarray, feather: int = DEFAULT_FEATHER_PX
+) -> Composited:
+    """Crop ``edited`` and ``mask`` (a padded size) to ``source``'s (H, W), feather the mask and
+    composite: the input outside the mask and its feather band, bit for bit; the edit inside."""
+    height, width = source.shape[:2]
+    edited, mask = edited[:height, :width], mask[:height, :width]
+    alpha = feather_alpha(mask, feather)
+    return Composited(composite(source, edited, alpha), edited, mask, alpha)

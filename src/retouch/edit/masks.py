@@ -36,7 +36,14 @@ class MaskConfig:
     dilate: int = 0  # latent pixels added around the thresholded, region-cut mask (the snaps grow it)
     change_tau: float = 24.0  # refine_mask: a pixel stands out when a channel differs by more (0-255)
     outline_slack: int = 2  # refine_mask, recolours: px around the old outline the new object may fill
-    hold_fraction: float = 0.5  # background edits: steps that keep every latent cell the object touches
+    # background edits: the fraction of the steps during which every latent cell the object
+    # touches keeps the input's latents (``blend``'s ``keep_object_mask``), while the layout forms
+    keep_object_fraction: float = 0.5
+
+    @property
+    def hold_fraction(self) -> float:
+        """The old name of ``keep_object_fraction``, still read by scripts written before it."""
+        return self.keep_object_fraction
 
 
 @torch.no_grad()
@@ -173,12 +180,12 @@ def snap_to_object(
     coarse: np.ndarray, region: str, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An automatic latent mask snapped to the object ``source`` draws: (pixel mask, latent mask,
-    early latent mask), True = edited.
+    keep-object latent mask), True = edited.
 
     background: everything but the object as drawn; its latents are edited where any pixel is,
-    and early on (``blend``'s ``early_mask``) only where every pixel is, so every cell the object
-    touches is kept while the layout forms. foreground: grown to the whole object the map touches
-    (early = the latent mask). Any other region: ``coarse`` as it is.
+    and early on (``blend``'s ``keep_object_mask``) only where every pixel is, so every cell the
+    object touches is kept while the layout forms. foreground: grown to the whole object the map
+    touches (keep-object mask = the latent mask). Any other region: ``coarse`` as it is.
     """
     if region == "background":
         pixels = snap_background(coarse, source, factor, config)

@@ -1,11 +1,12 @@
 """Which region an edit touches, decided from the two captions and the image itself.
 
-Captions: a word-level diff. Canonical shapes-64 captions give the region exactly (the field that
-differs); general captions go by rules: style words -> global, a change in the scene phrase after
-the subject (background, sky, "in the ...", "on a ...") -> background, else the subject ->
-foreground. Image: the DiffEdit difference map is a compact blob away from the border for a
-foreground edit and has its mass on the border for a background edit. The two are combined into
-one confidence; below ``min_confidence`` the decision is refused with an error naming ``--region``.
+Captions: a word-level diff. Captions an installed world reads (``retouch.core.world``, such as
+shapes-64) give the region exactly (the field that differs); other captions go by rules: style
+words -> global, a change in the scene phrase after the subject (background, sky, "in the ...",
+"on a ...") -> background, else the subject -> foreground. Image: the DiffEdit difference map is
+a compact blob away from the border for a foreground edit and has its mass on the border for a
+background edit. The two are combined into one confidence; below ``min_confidence`` the decision
+is refused with an error naming ``--region``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from retouch.core.world import Region, World, world_for
 from retouch.errors import RetouchError
-from retouch.worlds.shapes64 import EDIT_REGION, Region, parse_caption
 
 REGIONS: tuple[Region, ...] = ("foreground", "background", "global")
 STYLE_WORDS = frozenset(
@@ -84,18 +85,15 @@ def caption_region(source: str, target: str) -> RegionGuess:
         RetouchError: the captions name no change.
     """
     check_captions_differ(source, target)
-    source_words, target_words = words(source), words(target)
-    source_fields, target_fields = parse_caption(source), parse_caption(target)
-    if source_fields and target_fields:
-        changed = sorted(k for k in source_fields if source_fields[k] != target_fields[k])
-        regions = {EDIT_REGION[k] for k in changed}
+    world = world_for([source, target])
+    if world is not None:
+        changed = changed_fields(world, source, target)
+        regions = {world.field_region(k) for k in changed}
         region: Region = regions.pop() if len(regions) == 1 else "global"
-        return RegionGuess(region, 1.0, True, {"rule": "shapes-64 fields", "changed": changed})
+        return RegionGuess(region, 1.0, True, {"rule": f"{world.name} fields", "changed": changed})
 
-    opcodes = difflib.SequenceMatcher(a=source_words, b=target_words, autojunk=False).get_opcodes()
-    spans = [(source_words, i1, i2) for tag, i1, i2, _, _ in opcodes if tag != "equal"] + [
-        (target_words, j1, j2) for tag, _, _, j1, j2 in opcodes if tag != "equal"
-    ]
+    source_words, target_words = words(source), words(target)
+    spans = changed_spans(source_words, target_words)
     changed_words = [w for ws, a, b in spans for w in ws[a:b] if w != ","]
     evidence: dict[str, Any] = {"rule": "caption words", "changed": changed_words}
     if STYLE_WORDS & set(changed_words) or (
@@ -112,13 +110,26 @@ def caption_region(source: str, target: str) -> RegionGuess:
 def is_recolor(source: str, target: str) -> bool:
     """True when the captions differ in colour words only ("a red car" -> "a blue car"): the edit
     keeps the subject's outline, so the mask may snap to the object as the input shows it."""
-    source_fields, target_fields = parse_caption(source), parse_caption(target)
-    if source_fields and target_fields:
-        return [k for k in source_fields if source_fields[k] != target_fields[k]] == ["color"]
-    opcodes = difflib.SequenceMatcher(a=words(source), b=words(target), autojunk=False).get_opcodes()
-    changed = [w for tag, i1, i2, j1, j2 in opcodes if tag != "equal"
-               for w in words(source)[i1:i2] + words(target)[j1:j2] if w != ","]  # fmt: skip
-    return bool(changed) and set(changed) <= COLOR_WORDS
+    world = world_for([source, target])
+    if world is not None:
+        return changed_fields(world, source, target) == ["color"]
+    changed = {w for ws, a, b in changed_spans(words(source), words(target)) for w in ws[a:b] if w != ","}
+    return bool(changed) and changed <= COLOR_WORDS
+
+
+def changed_spans(source_words: list[str], target_words: list[str]) -> list[tuple[list[str], int, int]]:
+    """The word spans a diff of the two captions marks as changed, as ``(words, start, end)``:
+    the source's spans first, then the target's."""
+    opcodes = difflib.SequenceMatcher(a=source_words, b=target_words, autojunk=False).get_opcodes()
+    return [(source_words, i1, i2) for tag, i1, i2, _, _ in opcodes if tag != "equal"] + [
+        (target_words, j1, j2) for tag, _, _, j1, j2 in opcodes if tag != "equal"
+    ]
+
+
+def changed_fields(world: World, source: str, target: str) -> list[str]:
+    """The fields of two captions ``world`` reads that differ, sorted by name."""
+    source_fields, target_fields = world.parse_caption(source) or {}, world.parse_caption(target) or {}
+    return sorted(k for k in source_fields if source_fields[k] != target_fields.get(k))
 
 
 def _span_region(ws: list[str], start: int, end: int) -> Region:

@@ -6,9 +6,10 @@ first takes prompt A's layout from A's cross-attention maps (``steer.share``); w
 decoded object a pixel or two off and the halo of A's background around it. So, as ``edit``
 keeps the unedited part of an edit:
 
-1. find where A and B disagree on frame 0's picture, DiffEdit's way (``edit.masks``): the
-   difference of the model's predictions under the two prompts, cut by the region the prompts'
-   difference names (``edit.region``) and snapped to the object drawn;
+1. find where A and B disagree on frame 0's picture with ``edit``'s region pipeline
+   (``edit.region_pipeline.find_edit_region``): DiffEdit's difference of the model's predictions
+   under the two prompts, cut by the region the prompts' difference names (``edit.region``) and
+   snapped to the object drawn;
 2. composite each decoded frame onto frame 0's picture through that region's pixel mask, grown
    by a 1-px rim and feathered as ``edit`` composites an edit onto its input, so what the prompts
    share is the same pixels in every frame. The rim is the kept part's outermost pixels, which
@@ -28,9 +29,9 @@ from scipy import ndimage
 
 from retouch.core.latents import decode
 from retouch.core.weighting import prompt_text
-from retouch.edit import masks
 from retouch.edit.layer import DEFAULT_FEATHER_PX, composite, feather_alpha
 from retouch.edit.region import caption_region
+from retouch.edit.region_pipeline import find_edit_region
 from retouch.errors import RetouchError
 
 RIM_PX = 1  # the kept part's outermost pixels that follow the frame (measured: docs/benchmarks.md)
@@ -77,20 +78,21 @@ def changing_region(
         RetouchError: the prompts' difference names the whole picture (a style), so nothing is
             shared to hold.
     """
-    guess = caption_region(prompt_text(prompt_a), prompt_text(prompt_b))
+    text_a, text_b = prompt_text(prompt_a), prompt_text(prompt_b)
+    guess = caption_region(text_a, text_b)  # the prompts alone decide: the map only places it
     if guess.region == "global":
         raise RetouchError(
             "hold_common keeps what the two prompts share, but these differ in the whole picture "
             f"(changed: {', '.join(guess.evidence.get('changed', [])) or 'style'}); interpolate without it"
         )
-    generator, config = torch.Generator("cpu").manual_seed(seed), masks.MaskConfig()
-    raw = masks.difference_map(pipe, latents, embeds_a, embeds_b, generator, config)
-    region = masks.region_mask(masks.normalize_map(raw, config), guess.region, config)
     picture = decode(pipe, latents)  # (H, W, 3)
-    pixels, cells, _ = masks.snap_to_object(region, guess.region, picture, pipe.vae_scale_factor, config)
-    if not cells.any() or cells.all():  # nothing found to keep: every pixel follows the frame
+    found = find_edit_region(
+        pipe, latents, picture, embeds_a, embeds_b, source=text_a, target=text_b, seed=seed,
+        region=guess.region, if_empty=None,
+    )
+    if not found.latent_mask.any() or found.latent_mask.all():  # nothing to keep: all follow the frame
         return np.ones(picture.shape[:2], dtype=bool)
-    return pixels
+    return found.pixel_mask
 
 
 def keep_pixels(
