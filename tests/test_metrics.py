@@ -195,3 +195,16 @@ def test_plots_are_written(tmp_path):
         assert path.stat().st_size > 10_000
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) > 300
+
+
+def test_torchmetrics_clip_score_matches_ours_on_the_bundled_clip():
+    """torchmetrics' clip_score on the bundled shapes-64 CLIP: 100 x the mean of our per-pair cosines."""
+    scorer = ClipScorer.load(None)
+    rng = np.random.default_rng(0)
+    scenes = [shapes64.sample_scene(rng) for _ in range(4)]
+    pictures, captions = [s.render() for s in scenes], [s.caption() for s in scenes]
+    ours = scorer.score(pictures, captions)
+    assert min(ours) > 0  # torchmetrics clips at 0: the figures agree where the cosines are positive
+    assert scorer.torchmetrics_score(pictures, captions) / 100 == pytest.approx(float(np.mean(ours)), abs=1e-4)
+    for picture, caption, cosine in zip(pictures, captions, ours, strict=True):
+        assert scorer.torchmetrics_score([picture], [caption]) / 100 == pytest.approx(cosine, abs=1e-4)
