@@ -10,23 +10,13 @@ from PIL import Image
 
 from retouch.core.latents import encode, text_embeddings
 from retouch.edit import masks
-from retouch.edit.imagic import (
-    ETA_GRID,
-    ImagicConfig,
-    diffusion_loss,
-    imagic,
-    imagic_config,
-    interpolate_embeddings,
-    lora_parameters,
-    optimize_embedding,
-    reconstruction_loss,
-    training_scheduler,
-    tune_unet,
-    tuned_unet,
-)
+from retouch.edit.imagic import ETA_GRID, imagic
 from retouch.edit.imagic_region import find_region
+from retouch.edit.imagic_sample import interpolate_embeddings
+from retouch.edit.imagic_stages import ImagicConfig, imagic_config, imagic_unet, optimize_embedding, tune_unet
 from retouch.edit.layer import feather_alpha
 from retouch.errors import RetouchError
+from retouch.train.finetune import diffusion_loss, lora_parameters, reconstruction_loss, training_scheduler
 
 TARGET = "a large red circle on a blue background"
 FAST = {"embed_steps": 3, "tune_steps": 3, "batch_size": 1, "steps": 2}  # every code path, little time
@@ -94,7 +84,7 @@ def test_lora_tuning_changes_only_the_adapters(stage_inputs):
     pipe, noise_scheduler, latents, target_embeds = stage_inputs
     base = _state(pipe.unet)
     config = ImagicConfig(tune="lora", tune_steps=4, lr_tune=1e-2, lora_rank=4, batch_size=1)
-    with tuned_unet(pipe, config) as unet:
+    with imagic_unet(pipe, config) as unet:
         assert unet is pipe.unet
         initial = {id(p): p.detach().clone() for p in lora_parameters(unet)}
         assert initial, "the LoRA adapter was added to to_q/to_k/to_v/to_out.0"
@@ -113,7 +103,7 @@ def test_full_tuning_trains_a_copy(stage_inputs):
     pipe, noise_scheduler, latents, target_embeds = stage_inputs
     base = _state(pipe.unet)
     config = ImagicConfig(tune="full", tune_steps=2, lr_tune=1e-3, batch_size=1)
-    with tuned_unet(pipe, config) as unet:
+    with imagic_unet(pipe, config) as unet:
         assert unet is not pipe.unet
         tune_unet(unet, noise_scheduler, latents, target_embeds, config)
         changed = sum(not torch.equal(v, base[k]) for k, v in unet.state_dict().items())
