@@ -159,9 +159,8 @@ def test_clip_score_with_a_tiny_random_clip(tmp_path):
 def test_oracle_wrapper():
     scene = shapes64.Scene("blue", "red", "circle", "large", 10, 12)
     picture = scene.render()
-    assert oracle_match(picture, scene.caption()) == {
-        "shape": True, "color": True, "background": True, "size": True, "style": True, "all": True,
-    }  # fmt: skip
+    fields = ("shape", "color", "background", "size", "style", "all")
+    assert oracle_match(picture, scene.caption()) == dict.fromkeys(fields, True)
     wrong = oracle_match(picture, "a large green circle on a blue background")
     assert wrong["color"] is False and wrong["all"] is False and wrong["shape"] is True
     assert oracle_match(picture, "a cat") is None

@@ -40,14 +40,7 @@ class ImagicResult:
         """Write ``PATH.png`` (with its recipe), ``PATH.mask.png`` (the region redrawn, when not the
         whole picture) and the report ``PATH.json`` atomically; with ``sweep_dir``, every sampled
         picture too, as ``eta{eta}_seed{seed}.png``, each replayable. The input is never overwritten."""
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            raise RetouchError(f"the output must be a .png file (it carries the recipe), got {path}")
-        targets = {"image": path, "report": path.with_suffix(".json")}
-        if self.mask is not None:
-            targets["mask"] = path.with_suffix(".mask.png")
-        if self.recipe.get("image") and Path(self.recipe["image"]).resolve() in {p.resolve() for p in targets.values()}:
-            raise RetouchError(f"refusing to overwrite the input {self.recipe['image']}; choose another --output")
+        targets = output_files(path, self.recipe.get("image"), mask=self.mask is not None)
         report = dict(self.report)
         if sweep_dir is not None:
             report["sweep"] = self._save_sweep(Path(sweep_dir))
@@ -58,6 +51,25 @@ class ImagicResult:
         atomic_write_json(targets["report"], json_safe(report))
         return targets
 
+    def summary(self, files: dict[str, str]) -> list[str]:
+        """What the command line prints: the choice, each stage's loss, preservation, ``files``."""
+        report = self.report
+        lines = [
+            f"eta {report['eta']} ({report['eta_mode']}), seed {report['seed']}, cache {report['cache']}",
+            *(
+                f"stage {name}: loss {stage['loss_before']:.4f} -> {stage['loss_after']:.4f}"
+                + (" (cached)" if stage["cached"] else f" in {stage['seconds']:.1f}s")
+                for name, stage in report["stages"].items()
+            ),
+            f"kept: PSNR {report['metrics']['psnr'] or float('inf'):.1f} dB, SSIM {report['metrics']['ssim']:.3f}; "
+            f"{report['timings']['total_s']:.1f}s",
+            *(f"note: {note}" for note in report["input"]["notes"]),
+            *(f"wrote {path}" for path in files.values()),
+        ]
+        if report["eta_mode"] == "auto":
+            lines.insert(1, f"judge {report['judge']}: {report['choice']['rule']}")
+        return lines
+
     def _save_sweep(self, sweep_dir: Path) -> list[dict[str, Any]]:
         """Every sampled picture with its own recipe; the report's sweep rows with their files."""
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,25 @@ class ImagicResult:
             save_png(sample.image, file, self.sample_recipe(sample))
             rows.append({**sample.to_dict(), "file": str(file)})
         return rows
+
+
+def output_files(
+    path: str | os.PathLike[str], image: str | os.PathLike[str] | None = None, mask: bool = True
+) -> dict[str, Path]:
+    """The files ``ImagicResult.save`` writes for ``path``: the picture, its report and (``mask``)
+    the region redrawn. Errors when ``path`` is not a .png (it carries the recipe) or one of them
+    is the input ``image``, which is never overwritten; callers check before a long run."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise RetouchError(f"the output must be a .png file (it carries the recipe), got {path}")
+    targets = {"image": path, "report": path.with_suffix(".json")}
+    if mask:
+        targets["mask"] = path.with_suffix(".mask.png")
+    if image and Path(image).resolve() in {p.resolve() for p in targets.values()}:
+        raise RetouchError(
+            f"refusing to overwrite the input {image}; the input is never overwritten, choose another --output"
+        )
+    return targets
 
 
 def choose(samples: list[SweepSample], auto: bool) -> tuple[SweepSample, dict[str, Any]]:
