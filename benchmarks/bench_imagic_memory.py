@@ -26,13 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import sd15_pipeline  # noqa: E402
 
 from retouch.core.latents import encode, text_embeddings  # noqa: E402
-from retouch.edit.imagic import (  # noqa: E402
-    ImagicConfig,
-    optimize_embedding,
-    training_scheduler,
-    tune_unet,
-    tuned_unet,
-)
+from retouch.edit.imagic_stages import ImagicConfig, imagic_unet, optimize_embedding, tune_unet  # noqa: E402
+from retouch.train.finetune import training_scheduler  # noqa: E402
 
 GB = 1024**3
 
@@ -83,7 +78,7 @@ def main() -> None:
 
     reset_peak(device)
     start = time.perf_counter()
-    with tuned_unet(pipe, config) as unet:
+    with imagic_unet(pipe, config) as unet:
         losses_b, optimizer = tune_unet(
             unet, noise_scheduler, latents, optimized, config, gradient_checkpointing=checkpointing
         )

@@ -352,7 +352,8 @@ def test_bisection_finds_the_smallest_strength_that_takes():
     assert never == 1.0 and len(trace) == 1 and not trace[0].took
 
 
-def test_oracle_judge_reads_the_rendered_target():
+def test_oracle_judge_reads_the_rendered_target(tmp_path, monkeypatch):
+    monkeypatch.setattr("retouch.metrics.clip_score.bundled_clip_path", lambda: tmp_path / "no-clip")
     pair = w.make_edit(w.Scene("blue", "red", "circle", "large", x0=10, y0=12), "color", "green")
     judge = oracle_judge(pair.target_caption)
     assert judge(Image.fromarray(pair.target.render())) == (1.0, True)

@@ -10,23 +10,13 @@ from PIL import Image
 
 from retouch.core.latents import encode, text_embeddings
 from retouch.edit import masks
-from retouch.edit.imagic import (
-    ETA_GRID,
-    ImagicConfig,
-    diffusion_loss,
-    imagic,
-    imagic_config,
-    interpolate_embeddings,
-    lora_parameters,
-    optimize_embedding,
-    reconstruction_loss,
-    training_scheduler,
-    tune_unet,
-    tuned_unet,
-)
+from retouch.edit.imagic import ETA_GRID, imagic
 from retouch.edit.imagic_region import find_region
+from retouch.edit.imagic_sample import interpolate_embeddings
+from retouch.edit.imagic_stages import ImagicConfig, imagic_config, imagic_unet, optimize_embedding, tune_unet
 from retouch.edit.layer import feather_alpha
 from retouch.errors import RetouchError
+from retouch.train.finetune import diffusion_loss, lora_parameters, reconstruction_loss, training_scheduler
 
 TARGET = "a large red circle on a blue background"
 FAST = {"embed_steps": 3, "tune_steps": 3, "batch_size": 1, "steps": 2}  # every code path, little time
@@ -94,7 +84,7 @@ def test_lora_tuning_changes_only_the_adapters(stage_inputs):
     pipe, noise_scheduler, latents, target_embeds = stage_inputs
     base = _state(pipe.unet)
     config = ImagicConfig(tune="lora", tune_steps=4, lr_tune=1e-2, lora_rank=4, batch_size=1)
-    with tuned_unet(pipe, config) as unet:
+    with imagic_unet(pipe, config) as unet:
         assert unet is pipe.unet
         initial = {id(p): p.detach().clone() for p in lora_parameters(unet)}
         assert initial, "the LoRA adapter was added to to_q/to_k/to_v/to_out.0"
@@ -113,7 +103,7 @@ def test_full_tuning_trains_a_copy(stage_inputs):
     pipe, noise_scheduler, latents, target_embeds = stage_inputs
     base = _state(pipe.unet)
     config = ImagicConfig(tune="full", tune_steps=2, lr_tune=1e-3, batch_size=1)
-    with tuned_unet(pipe, config) as unet:
+    with imagic_unet(pipe, config) as unet:
         assert unet is not pipe.unet
         tune_unet(unet, noise_scheduler, latents, target_embeds, config)
         changed = sum(not torch.equal(v, base[k]) for k, v in unet.state_dict().items())
@@ -182,8 +172,8 @@ class CountingJudge:
 )
 def test_auto_eta_follows_the_judge(tiny_model, picture, tmp_path, accept_from, eta, accepted):
     judge = CountingJudge(accept_from)
-    result = imagic(tiny_model, picture, TARGET, eta="auto", seed=10, seeds=2, eta_grid=(0.0, 0.5, 1.0),
-                    judge=judge, cache_dir=tmp_path, **FAST)  # fmt: skip
+    grid = {"seeds": 2, "eta_grid": (0.0, 0.5, 1.0)}
+    result = imagic(tiny_model, picture, TARGET, eta="auto", seed=10, judge=judge, cache_dir=tmp_path, **grid, **FAST)
     report = result.report
     assert judge.calls == 6 and len(report["sweep"]) == 6
     assert [(s["eta"], s["seed"]) for s in report["sweep"]] == [(e, s) for e in (0.0, 0.5, 1.0) for s in (10, 11)]
@@ -204,15 +194,14 @@ def test_auto_eta_follows_the_judge(tiny_model, picture, tmp_path, accept_from, 
 def test_report_and_recipe_fields(tiny_model, picture, tmp_path):
     result = imagic(tiny_model, picture, TARGET, eta=0.6, seed=2, cache_dir=tmp_path, **FAST)
     report, recipe = result.report, result.recipe
-    for key in ("task", "target", "eta", "eta_mode", "seed", "cache", "cache_keys", "config", "stages", "sweep",
-                "choice", "metrics", "input", "timings", "preservation_metric"):  # fmt: skip
-        assert key in report, key
+    keys = "task target eta eta_mode seed cache cache_keys config stages sweep choice metrics input timings"
+    assert set(keys.split()) | {"preservation_metric"} <= set(report)
     assert report["eta_mode"] == "fixed" and report["preservation_metric"] == "psnr"
     assert set(report["stages"]) == {"embed", "tune"}
     for stage in report["stages"].values():
         assert {"loss_before", "loss_after", "losses", "seconds", "cached"} <= set(stage)
-    assert report["config"] == {"tune": "lora", "embed_steps": 3, "tune_steps": 3, "lr_embed": 1e-3, "lr_tune": 1e-3,
-                                "lora_rank": 8, "batch_size": 1, "train_seed": 0}  # fmt: skip
+    sizes = {"embed_steps": 3, "tune_steps": 3, "batch_size": 1, "lora_rank": 8, "train_seed": 0}
+    assert report["config"] == {"tune": "lora", "lr_embed": 1e-3, "lr_tune": 1e-3, **sizes}
     assert 0 < report["metrics"]["ssim"] <= 1 and report["metrics"]["psnr"] > 0
     assert recipe["task"] == "imagic" and recipe["eta"] == 0.6 and recipe["prompt"] == TARGET
     assert (recipe["width"], recipe["height"]) == (32, 32)

@@ -20,6 +20,11 @@ SOURCE = "a large red circle on a green background"
 FAST = ["--embed-steps", "2", "--tune-steps", "2", "--batch-size", "1", "--steps", "2", "--device", "cpu", "--quiet"]
 
 
+def imagic_args(image: Path, output: Path, model: Path, *extra: str) -> list[str]:
+    """``retouch imagic IMAGE --target TARGET --output OUT --model MODEL EXTRA`` with the fast settings."""
+    return ["imagic", str(image), "--target", TARGET, "--output", str(output), "--model", str(model), *extra, *FAST]
+
+
 @pytest.fixture(scope="module")
 def image_path(tmp_path_factory) -> Path:
     pixels = np.zeros((32, 32, 3), dtype=np.uint8)
@@ -32,15 +37,15 @@ def image_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
-    tiny = ClipTrainConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=32, text_layers=1,
-                           text_heads=2, projection_dim=16)  # fmt: skip
+    layers = {"vision_layers": 1, "vision_heads": 2, "text_layers": 1, "text_heads": 2}
+    tiny = ClipTrainConfig(vision_hidden=32, text_hidden=32, projection_dim=16, **layers)
     return save_untrained_clip(tmp_path_factory.mktemp("clip") / "clip", tiny)
 
 
 def test_cli_writes_the_edit_and_replay_reproduces_it(tiny_model_dir, image_path, tmp_path, capsys):
     out, cache = tmp_path / "out.png", tmp_path / "cache"
-    args = ["imagic", str(image_path), "--target", TARGET, "--output", str(out), "--model", str(tiny_model_dir),
-            "--seed", "4", "--eta", "0.6", "--region", "global", "--cache", str(cache), *FAST]  # fmt: skip
+    args = imagic_args(image_path, out, tiny_model_dir, "--seed", "4", "--eta", "0.6", "--region", "global")
+    args += ["--cache", str(cache)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "cache miss" in printed and "stage embed" in printed
@@ -61,16 +66,14 @@ def test_cli_writes_the_edit_and_replay_reproduces_it(tiny_model_dir, image_path
 def test_cli_refuses_bad_input(tiny_model_dir, image_path, tmp_path, capsys):
     assert main(["imagic", str(tmp_path / "missing.png"), "--target", TARGET, "--model", str(tiny_model_dir)]) == 2
     assert "image not found" in capsys.readouterr().err
-    assert main(["imagic", str(image_path), "--target", TARGET, "--output", str(image_path),
-                 "--model", str(tiny_model_dir)]) == 2  # fmt: skip
+    assert main(imagic_args(image_path, image_path, tiny_model_dir)) == 2
     assert "never overwritten" in capsys.readouterr().err
 
 
 def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, image_path, clip_dir, tmp_path):
     out = tmp_path / "auto.png"
-    assert main(["imagic", str(image_path), "--target", TARGET, "--output", str(out), "--model", str(tiny_model_dir),
-                 "--eta", "auto", "--judge", str(clip_dir), "--source", SOURCE, "--seed", "1",
-                 "--cache", str(tmp_path / "cache"), *FAST]) == 0  # fmt: skip
+    judged = ["--eta", "auto", "--judge", str(clip_dir), "--source", SOURCE, "--seed", "1"]
+    assert main(imagic_args(image_path, out, tiny_model_dir, *judged, "--cache", str(tmp_path / "cache"))) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["eta_mode"] == "auto" and report["judge"].startswith("clip:")
     assert report["region"]["region"] == "background" and out.with_suffix(".mask.png").is_file()  # the captions say
@@ -79,8 +82,8 @@ def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, imag
     assert read_recipe(report["sweep"][3]["file"])["eta"] == report["sweep"][3]["eta"]
 
     plots = tmp_path / "eval"
-    assert main(["evaluate", "--imagic-report", str(out.with_suffix(".json")), "--clip", str(clip_dir),
-                 "--out", str(plots), "--quiet"]) == 0  # fmt: skip
+    evaluate = ["evaluate", "--imagic-report", str(out.with_suffix(".json")), "--clip", str(clip_dir)]
+    assert main([*evaluate, "--out", str(plots), "--quiet"]) == 0
     table = json.loads((plots / "imagic_sweep.json").read_text())
     assert [row["eta"] for row in table["rows"]] == [round(0.1 * i, 1) for i in range(17)]
     assert all(-1 <= row["clip_score"] <= 1 for row in table["rows"])
@@ -90,9 +93,9 @@ def test_auto_eta_with_a_clip_judge_then_evaluate_the_sweep(tiny_model_dir, imag
 
 def test_batch_task(tiny_model, image_path, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    job = {"id": "cat", "task": "imagic", "image": str(image_path), "target": TARGET, "eta": 0.4, "seed": 2,
-           "embed_steps": 2, "tune_steps": 2, "batch_size": 1, "steps": 2, "region": "background",
-           "cache": str(tmp_path / "cache")}  # fmt: skip
+    fast = {"embed_steps": 2, "tune_steps": 2, "batch_size": 1, "steps": 2}
+    job = {"id": "cat", "task": "imagic", "image": str(image_path), "target": TARGET, "eta": 0.4, "seed": 2}
+    job.update(fast, region="background", cache=str(tmp_path / "cache"))
     bad = {"id": "bad", "task": "imagic", "image": str(image_path), "target": TARGET, "strength": 0.3}
     jobs.write_text(json.dumps(job) + "\n" + json.dumps(bad) + "\n")
     summary = run_batch(jobs, tmp_path / "out", tiny_model)

@@ -94,16 +94,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from retouch.batch.runner import check_writable
     from retouch.edit.imagic import imagic
+    from retouch.edit.imagic_report import output_files
     from retouch.errors import RetouchError
     from retouch.models.loading import load_model
 
-    output = args.output or args.image.with_name(f"{args.image.stem}.imagic.png")
-    if output.suffix.lower() != ".png":
-        raise RetouchError(f"--output must be a .png file (it carries the recipe), got {output}")
-    if output.resolve() == args.image.resolve():
-        raise RetouchError(f"--output {output} is the input image; the input is never overwritten")
     if not args.image.is_file():
         raise RetouchError(f"image not found: {args.image}")
+    output = args.output or args.image.with_name(f"{args.image.stem}.imagic.png")
+    output_files(output, args.image)  # before the run: a .png, and not the input
     check_writable(output.parent)
     model = load_model(args.model, args.device, args.dtype, args.config)
     result = imagic(
@@ -134,21 +132,5 @@ def run(args: argparse.Namespace) -> int:
     )
     sweep_dir = args.sweep_dir or (output.with_suffix(".sweep") if args.eta == "auto" else None)
     files = {name: str(path) for name, path in result.save(output, sweep_dir).items()}
-    report = result.report
-    stages = report["stages"]
-    lines = [
-        f"eta {report['eta']} ({report['eta_mode']}), seed {report['seed']}, cache {report['cache']}",
-        *(
-            f"stage {name}: loss {stage['loss_before']:.4f} -> {stage['loss_after']:.4f}"
-            + (" (cached)" if stage["cached"] else f" in {stage['seconds']:.1f}s")
-            for name, stage in stages.items()
-        ),
-        f"kept: PSNR {report['metrics']['psnr'] or float('inf'):.1f} dB, SSIM {report['metrics']['ssim']:.3f}; "
-        f"{report['timings']['total_s']:.1f}s",
-        *(f"note: {note}" for note in report["input"]["notes"]),
-        *(f"wrote {path}" for path in files.values()),
-    ]
-    if report["eta_mode"] == "auto":
-        lines.insert(1, f"judge {report['judge']}: {report['choice']['rule']}")
-    emit(args, {"files": files, **report}, lines)
+    emit(args, {"files": files, **result.report}, result.summary(files))
     return 0

@@ -1,9 +1,15 @@
-"""Judges for ``strength="auto"``: did the edit take?
+"""Judges for ``strength="auto"`` (edit) and ``eta="auto"`` (Imagic): did the edit take?
 
-- ``oracle``: on shapes-64 with canonical captions, the world's oracle reads the output back and
-  the edit took when every field matches the target caption's scene.
-- a CLIP model folder: the edit took when the picture is closer to the target caption than to the
-  source caption (CLIP similarity difference > 0, as in directional CLIP scores).
+One factory, ``make_judge``, with one default. A judge is ``picture -> (score, took)``:
+
+- ``oracle``: a picture world (``retouch.core.world``, e.g. shapes-64) that reads the target
+  caption reads the picture back; the edit took when every field matches the caption.
+- a CLIP model folder (loaded by ``retouch.metrics.clip_score.ClipScorer``): with a source
+  caption, the edit took when the picture is closer to the target caption than to the source
+  (CLIP similarity difference > 0, as in directional CLIP scores); without one, when the
+  picture's similarity to the target gained ``DEFAULT_CLIP_GAIN`` over the input's.
+- ``None`` (the default): the oracle when an installed world reads the target caption, else
+  the bundled shapes-64 CLIP when installed, else an error that says what to pass.
 """
 
 from __future__ import annotations
@@ -15,82 +21,117 @@ import numpy as np
 import torch
 from PIL import Image
 
+from retouch.core.world import World, world_for
 from retouch.edit.strength import Judge
 from retouch.errors import RetouchError
-from retouch.worlds.shapes64 import CANVAS, parse_caption, read_scene
+from retouch.metrics import clip_score
+from retouch.metrics.weights import MissingWeights
+
+DEFAULT_CLIP_GAIN = 0.05  # CLIP judge without a source caption: cosine gain over the input to accept
+JudgeSpec = str | os.PathLike[str] | Judge | None
 
 
-def oracle_judge(target_prompt: str) -> Judge:
-    """Score: the fraction of the target scene's fields the oracle reads back; took: all of them."""
-    target = parse_caption(target_prompt)
-    if target is None:
+def oracle_judge(target_prompt: str, world: World | None = None) -> Judge:
+    """Score: the fraction of the target caption's fields the world's oracle reads back; took:
+    all of them. ``world`` defaults to the installed world that reads ``target_prompt``."""
+    world = world or world_for([target_prompt])
+    if world is None:
         raise RetouchError(
-            f"--judge oracle needs a canonical shapes-64 target caption, got {target_prompt!r}; "
-            "pass --judge PATH to a CLIP model folder instead"
+            f"--judge oracle needs a target caption an installed world reads (such as a canonical shapes-64 "
+            f"caption), got {target_prompt!r}; pass --judge PATH to a CLIP model folder instead"
         )
 
     def judge(image: Image.Image) -> tuple[float, bool]:
-        if image.size != (CANVAS, CANVAS):
-            raise RetouchError(f"--judge oracle reads {CANVAS}x{CANVAS} pictures, got {image.size}")
-        fields = read_scene(np.asarray(image.convert("RGB"))).fields()
-        hits = [fields[name] == value for name, value in target.items()]
+        match = world.match(np.asarray(image.convert("RGB")), target_prompt)
+        if match is None:
+            raise RetouchError(f"--judge oracle: the {world.name} oracle cannot read a picture of {image.size}")
+        hits = [hit for name, hit in match.items() if name != "all"]
         return sum(hits) / len(hits), all(hits)
 
     return judge
 
 
+def load_clip(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> clip_score.ClipScorer:
+    """The CLIP a judge scores with, from a local folder (``ClipScorer.load``)."""
+    try:
+        return clip_score.ClipScorer.load(Path(path).expanduser(), device)
+    except MissingWeights as e:
+        raise RetouchError(f"cannot load the CLIP judge from {path} ({e}); or pass --judge oracle") from e
+
+
 def clip_judge(
     path: str | os.PathLike[str], source_prompt: str, target_prompt: str, device: str | torch.device = "cpu"
 ) -> Judge:
-    """CLIP from a local folder (transformers ``CLIPModel`` + ``CLIPProcessor``); score: cosine
-    similarity to the target caption minus that to the source caption."""
-    from transformers import CLIPModel, CLIPProcessor
+    """Score: cosine similarity to the target caption minus that to the source caption; took: > 0."""
+    scorer = load_clip(path, device)
+    text = scorer.text_features([source_prompt, target_prompt])  # (2, dim)
 
-    path = Path(path).expanduser()
-    try:
-        model = CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
-        processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise RetouchError(
-            f"cannot load the CLIP judge from {path} ({e}); pass a local folder written by "
-            "CLIPModel.save_pretrained and CLIPProcessor.save_pretrained, or --judge oracle"
-        ) from e
-    with torch.no_grad():
-        tokens = processor(text=[source_prompt, target_prompt], return_tensors="pt", padding=True).to(device)
-        text = torch.nn.functional.normalize(_features(model.get_text_features(**tokens)), dim=-1)  # (2, D)
-
-    @torch.no_grad()
     def judge(image: Image.Image) -> tuple[float, bool]:
-        pixels = processor(images=image.convert("RGB"), return_tensors="pt").to(device)
-        picture = torch.nn.functional.normalize(_features(model.get_image_features(**pixels)), dim=-1)
-        source_sim, target_sim = (picture @ text.T)[0].tolist()
+        source_sim, target_sim = (scorer.image_features([image]) @ text.T)[0].tolist()
         score = target_sim - source_sim
         return score, score > 0
 
     return judge
 
 
-def _features(output: torch.Tensor | object) -> torch.Tensor:
-    """``get_*_features`` return a tensor, or in newer transformers an output with ``pooler_output``."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
+def clip_gain_judge(
+    path: str | os.PathLike[str],
+    target_prompt: str,
+    reference: Image.Image | np.ndarray,
+    device: str | torch.device = "cpu",
+    gain: float = DEFAULT_CLIP_GAIN,
+) -> Judge:
+    """Without a source caption: score: the picture's cosine similarity to the target caption
+    minus the ``reference`` picture's (the input); took: at least ``gain``."""
+    scorer = load_clip(path, device)
+    text = scorer.text_features([target_prompt])  # (1, dim)
+    baseline = float(scorer.image_features([reference]) @ text.T)
+
+    def judge(image: Image.Image) -> tuple[float, bool]:
+        score = float(scorer.image_features([image]) @ text.T) - baseline
+        return score, score >= gain
+
+    return judge
+
+
+def make_named_judge(
+    spec: JudgeSpec,
+    source_prompt: str | None,
+    target_prompt: str,
+    device: str | torch.device = "cpu",
+    reference: Image.Image | np.ndarray | None = None,
+) -> tuple[Judge, str]:
+    """``make_judge`` and the judge's name, for reports."""
+    if callable(spec):
+        return spec, getattr(spec, "__name__", type(spec).__name__)
+    if spec is None and world_for([target_prompt]) is not None:
+        spec = "oracle"
+    if str(spec) == "oracle":
+        return oracle_judge(target_prompt), "oracle"
+    if spec is None:
+        spec = clip_score.bundled_clip_path()
+        if not (spec / "config.json").is_file():
+            raise RetouchError(
+                "choosing the strength or eta automatically needs a judge: pass --judge PATH to a local CLIP "
+                f"model folder, or install the shapes-64 CLIP at {spec} (the oracle judges only target "
+                "captions an installed world reads)"
+            )
+    if source_prompt:
+        return clip_judge(spec, source_prompt, target_prompt, device), f"clip:{spec} (target vs source caption)"
+    if reference is None:
+        raise RetouchError("a CLIP judge without a source caption needs the input picture (reference)")
+    judge = clip_gain_judge(spec, target_prompt, reference, device)
+    return judge, f"clip:{spec} (gain over the input >= {DEFAULT_CLIP_GAIN})"
 
 
 def make_judge(
-    spec: str | os.PathLike[str] | Judge | None,
-    source_prompt: str,
+    spec: JudgeSpec,
+    source_prompt: str | None,
     target_prompt: str,
     device: str | torch.device = "cpu",
+    reference: Image.Image | np.ndarray | None = None,
 ) -> Judge:
-    """``None`` means the oracle when both captions are canonical shapes-64 captions."""
-    if callable(spec):
-        return spec
-    if spec is None:
-        if parse_caption(source_prompt) and parse_caption(target_prompt):
-            return oracle_judge(target_prompt)
-        raise RetouchError(
-            "--strength auto needs a judge: pass --judge PATH to a local CLIP model folder "
-            "(the oracle judges only canonical shapes-64 captions)"
-        )
-    if str(spec) == "oracle":
-        return oracle_judge(target_prompt)
-    return clip_judge(spec, source_prompt, target_prompt, device)
+    """The judge ``spec`` names: a function, ``"oracle"``, a CLIP folder, or ``None`` for the
+    default (see the module docstring). ``reference`` (the input picture) is needed only by a
+    CLIP judge without ``source_prompt``."""
+    return make_named_judge(spec, source_prompt, target_prompt, device, reference)[0]

@@ -1,6 +1,12 @@
 """CLIP score (Hessel et al. 2021): the cosine similarity of a picture's and a caption's CLIP
-embeddings. Reported as the raw cosine (about 0.2 to 0.35 for SD pictures under OpenAI's CLIP);
-torchmetrics' ``CLIPScore`` is 100 times this, clipped at 0.
+embeddings. Reported per pair as the raw cosine (about 0.2 to 0.35 for SD pictures under OpenAI's
+CLIP). torchmetrics' ``clip_score`` gives 100 times the mean over a batch, clipped at 0:
+``ClipScorer.torchmetrics_score`` computes it on the same local model (tests/test_metrics.py checks
+the two agree); per-pair figures, negative ones included, and the judges' cosine differences stay
+on ``score``/``similarity``, which torchmetrics does not give.
+
+This module is the one CLIP loader: metrics, evaluation and the edit judges (``retouch.edit.judge``)
+all load through ``ClipScorer.load``.
 
 The model is a transformers ``CLIPModel`` with its ``CLIPProcessor``: a local folder, a hub id already
 in the local cache, or the bundled shapes-64 CLIP (``retouch train clip``) when installed.
@@ -105,6 +111,17 @@ class ClipScorer:
         """(n_images, n_texts) cosine similarities."""
         return (self.image_features(images) @ self.text_features(texts).T).cpu().numpy()
 
+    def torchmetrics_score(self, images: Sequence[Image.Image | np.ndarray], texts: Sequence[str]) -> float:
+        """torchmetrics' CLIPScore of the pairs (``100 * mean cosine``, clipped at 0) on this model."""
+        from torchmetrics.functional.multimodal import clip_score
+
+        if len(images) != len(texts) or not images:
+            raise RetouchError(f"{len(images)} pictures but {len(texts)} captions")
+        pictures = [torch.from_numpy(np.array(_pil(image))).permute(2, 0, 1).to(self.device) for image in images]
+        towers = ClipTowers(self.model)
+        with torch.no_grad():  # the pictures' device is where torchmetrics runs the model: this one's
+            return float(clip_score(pictures, list(texts), lambda: (towers, self.processor)))
+
     def score(self, images: Sequence[Image.Image | np.ndarray], texts: Sequence[str]) -> list[float]:
         """CLIP score of each picture with its own caption."""
         if len(images) != len(texts):
@@ -113,6 +130,22 @@ class ClipScorer:
             return []
         pairs = (self.image_features(images) * self.text_features(texts)).sum(-1)
         return [float(v) for v in pairs.cpu()]
+
+
+class ClipTowers(torch.nn.Module):
+    """A ``CLIPModel`` whose ``get_image_features``/``get_text_features`` return the projected
+    embeddings as tensors, the interface torchmetrics calls (transformers 5 wraps them in an output)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.model.get_image_features(pixel_values=pixel_values))
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
 
 def _pil(image: Image.Image | np.ndarray) -> Image.Image:
