@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -36,19 +35,19 @@ def run(args: argparse.Namespace) -> int:
     from retouch.core.generate import generate
     from retouch.errors import RetouchError
     from retouch.io.atomic import check_writable
-    from retouch.io.png import save_png
+    from retouch.io.outputs import save_numbered
     from retouch.models.loading import load_model
-    from retouch.steer.style import DEFAULT_STYLE_STRENGTH, stylize
+    from retouch.steer.style import style_amount, stylize
 
-    if args.style is None and args.style_strength is not None:
-        raise RetouchError("--style-strength needs --style PHRASE")
+    if args.style is None and args.style_amount is not None:
+        raise RetouchError("--style-amount needs --style PHRASE")
     check_writable(args.output)
     start = time.perf_counter()
     model = load_model(args.model, args.device, args.dtype, args.config)
     load_seconds = time.perf_counter() - start
     if args.style is not None:  # generate with the style turned up or down, recorded as a style task
-        strength = DEFAULT_STYLE_STRENGTH if args.style_strength is None else args.style_strength
-        generate = partial(stylize, style=args.style, strength=strength, direction=args.style_direction)
+        amount = style_amount(args.style_amount, None)
+        generate = partial(stylize, style=args.style, amount=amount, direction=args.style_direction)
     result = generate(
         model,
         args.prompt,
@@ -62,11 +61,7 @@ def run(args: argparse.Namespace) -> int:
         height=args.height,
         progress=not args.quiet,
     )
-    index = next_index(args.output)
-    files = [
-        str(save_png(image, args.output / f"{index + i:05d}-{recipe['seed']}.png", recipe))
-        for i, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True))
-    ]
+    files = [str(path) for path in save_numbered(args.output, result.images, result.recipes)]
     payload = {
         "files": files,
         "seeds": [recipe["seed"] for recipe in result.recipes],
@@ -79,9 +74,3 @@ def run(args: argparse.Namespace) -> int:
     ]
     emit(args, payload, lines)
     return 0
-
-
-def next_index(folder: Path) -> int:
-    """A1111-style numbering: one past the highest ``NNNNN-`` prefix in ``folder``."""
-    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"^(\d{5,})-", p.name))]
-    return max(numbers, default=-1) + 1

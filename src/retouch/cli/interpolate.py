@@ -62,12 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from retouch.cli.generate import next_index
     from retouch.io.atomic import check_writable
-    from retouch.io.png import save_png
     from retouch.models.loading import load_model
     from retouch.steer.interpolate import interpolate
-    from retouch.steer.strip import save_gif
 
     check_writable(args.output)
     model = load_model(args.model, args.device, args.dtype, args.config)
@@ -88,13 +85,8 @@ def run(args: argparse.Namespace) -> int:
         height=args.height,
         progress=not args.quiet,
     )
-    stem = args.output / f"{next_index(args.output):05d}-{result.strip_recipe['seed']}"
-    frames = [
-        str(save_png(image, f"{stem}-{k:02d}.png", recipe))
-        for k, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True))
-    ]
-    strip = str(save_png(result.strip, f"{stem}-strip.png", result.strip_recipe))
-    gif = str(save_gif(result.images, f"{stem}.gif", args.frame_ms))
+    saved = result.save(args.output, frame_ms=args.frame_ms)
+    frames, strip, gif = [str(path) for path in saved.files], str(saved.sheet), str(saved.animation)
     payload = {
         "frames": frames,
         "strip": strip,
