@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from retouch.cli import main
+from retouch.errors import RetouchError
 from retouch.io.png import save_png
-from retouch.metrics.evaluate import Scorers, evaluate_images, load_scorers
+from retouch.metrics.evaluate import Scorers, evaluate_images, evaluate_imagic_report, load_scorers
 from retouch.metrics.masked import masked_metrics
 from retouch.train.clip import ClipTrainConfig, save_untrained_clip
 from retouch.worlds import shapes64
@@ -119,3 +120,23 @@ def test_sdedit_sweep(tiny_model_dir, tmp_path, monkeypatch):
     assert all(row["psnr"] > 0 and -1 <= row["ssim"] <= 1 and row["1-lpips"] is None for row in rows)
     assert (out / "sdedit_strength.png").stat().st_size > 10_000
     assert (out / "sdedit_0.50.png").is_file() and (out / "sdedit_1.00.png").is_file()
+
+
+def test_an_imagic_report_evaluation_saves_tables_and_plot(tmp_path):
+    scores = ((0.0, 0.1), (0.5, 0.4), (0.5, 0.6), (1.0, 0.9))
+    sweep = [{"eta": eta, "judge_score": score, "psnr": 20.0 + eta, "file": None} for eta, score in scores]
+    report = {"task": "imagic", "sweep": sweep, "eta": 0.5, "target": "a blue square", "judge": "oracle"}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    evaluation = evaluate_imagic_report(path, Scorers(notes=["LPIPS skipped: no weights"]))
+    assert [row["eta"] for row in evaluation.rows] == [0.0, 0.5, 1.0]
+    assert evaluation.rows[1]["seeds"] == 2 and evaluation.rows[1]["judge_score"] == pytest.approx(0.5)
+    assert evaluation.headline == {"eta_chosen": 0.5, "etas": 3}
+    files = evaluation.save(tmp_path / "out")
+    names = {kind: p.name for kind, p in files.items()}
+    assert names == {f: f"imagic_sweep.{f}" for f in ("md", "csv", "json")} | {"plot": "imagic_eta.png"}
+    table = json.loads(files["json"].read_text())
+    assert table["summary"] == {"eta_chosen": 0.5} and table["notes"] == ["LPIPS skipped: no weights"]
+    path.write_text(json.dumps({"task": "edit"}))
+    with pytest.raises(RetouchError, match="not an Imagic report"):
+        evaluate_imagic_report(path, Scorers())
