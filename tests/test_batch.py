@@ -141,3 +141,23 @@ def test_registry():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("one", lambda ctx, job: None)
     assert registry.names() == ("one",) and "generate" in default_registry().names()
+
+
+def test_check_input_unchanged_compares_size_and_pixels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from retouch.batch.tasks import check_input_unchanged
+    from retouch.io.hashing import pixels_sha256
+
+    pixels = np.zeros((16, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    recipe = {"image": str(tmp_path / "in.png"), "width": 24, "height": 16, "image_sha256": pixels_sha256(pixels)}
+    check_input_unchanged(recipe)
+    check_input_unchanged({"image": str(tmp_path / "missing.png")})  # nothing recorded: nothing to check
+    with pytest.raises(RetouchError, match="made from a 32x16 image"):
+        check_input_unchanged({**recipe, "width": 32})
+    pixels[0, 0] = 255
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    with pytest.raises(RetouchError, match="changed since the recipe was written"):
+        check_input_unchanged(recipe)
