@@ -29,9 +29,7 @@ def test_happy_path_writes_png_and_report(tiny_model, tmp_path):
     summary = run_batch(jobs, tmp_path / "out", tiny_model)
     out = tmp_path / "out"
     assert summary.to_dict()["ok"] == 3 and summary.failed == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "g1.json", "g1.png", "g2-0.png", "g2-1.png", "g2.json", "g3.json", "g3.png"
-    ]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == "g1.json g1.png g2-0.png g2-1.png g2.json g3.json g3.png".split()
     report = json.loads((out / "g2.json").read_text())
     assert report["images"] == ["g2-0.png", "g2-1.png"] and report["seeds"] == [2, 3]
     assert report["recipe"]["num_images"] == 2 and report["timings"]["task_s"] > 0
@@ -82,9 +80,8 @@ def test_malformed_lines_fail_alone(tiny_model, tmp_path):
         tmp_path / "jobs.jsonl", job("a"), "{not json", "", "[1, 2]", {"id": "../x", "prompt": "p"}
     )
     summary = run_batch(jobs, tmp_path / "out", tiny_model)
-    assert [(r.id, r.status) for r in summary.results] == [
-        ("a", "ok"), ("line-2", "failed"), ("line-4", "failed"), ("line-5", "failed")
-    ]  # fmt: skip
+    expected = [("a", "ok"), ("line-2", "failed"), ("line-4", "failed"), ("line-5", "failed")]
+    assert [(r.id, r.status) for r in summary.results] == expected
     assert "line 2: not valid JSON" in summary.results[1].error
     assert "line 5: bad id '../x'" in summary.results[3].error
     assert (tmp_path / "out" / "line-2.error.json").exists()

@@ -131,10 +131,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise RetouchError(f"not a folder: {folder}")
-    return sorted(
-        p for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.lower().endswith(SKIPPED_SUFFIXES)
-    )  # fmt: skip
+    wanted = (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in wanted if not p.name.lower().endswith(SKIPPED_SUFFIXES))
 
 
 def _match(folder: Path | None, name: str) -> Path | None:
@@ -173,8 +171,10 @@ def evaluate_images(
         ref_path = _match(ref_dir, path.name)
         reference = np.asarray(load_image(ref_path)) if ref_path else None
         if reference is not None and reference.shape != picture.shape:
-            notes.append(f"{path.name}: reference {ref_path.name} is {reference.shape[1]}x{reference.shape[0]}, "
-                         f"the image {picture.shape[1]}x{picture.shape[0]}; reference metrics skipped")  # fmt: skip
+            notes.append(
+                f"{path.name}: reference {ref_path.name} is {reference.shape[1]}x{reference.shape[0]}, "
+                f"the image {picture.shape[1]}x{picture.shape[0]}; reference metrics skipped"
+            )
             reference = None
         if reference is not None:
             reference_pictures.append(reference)
@@ -264,8 +264,10 @@ def _set_metrics(
         return {}
     a, b = features(outputs), features(references)
     if min(len(outputs), len(references)) < a.shape[1]:
-        notes.append(f"FID from {min(len(outputs), len(references))} pictures of {a.shape[1]}-d features "
-                     "is biased and noisy (use thousands); KID is unbiased")  # fmt: skip
+        notes.append(
+            f"FID from {min(len(outputs), len(references))} pictures of {a.shape[1]}-d features "
+            "is biased and noisy (use thousands); KID is unbiased"
+        )
     return {"fid": fid_from_features(a, b), "kid": kid_from_features(a, b), "fid_features": fid_features}
 
 
