@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 from functools import partial
-from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, add_sampling_arguments, emit
+from retouch.cli.common import (
+    add_global_flags,
+    add_model_arguments,
+    add_output_folder_argument,
+    add_sampling_arguments,
+    emit,
+    sampling_options,
+)
 from retouch.cli.style import add_style_arguments
 
 
@@ -20,9 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("prompt", help="what to draw, e.g. 'a large red circle on a blue background'")
     parser.add_argument("--num-images", type=int, default=1, help="images to make; image i uses seed + i")
     add_sampling_arguments(parser)
-    parser.add_argument(
-        "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
-    )
+    add_output_folder_argument(parser)
     parser.add_argument("--style", default=None, metavar="PHRASE", help="turn this style phrase up or down")
     add_style_arguments(parser, prefix="style-")
     add_model_arguments(parser)
@@ -48,19 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.style is not None:  # generate with the style turned up or down, recorded as a style task
         amount = style_amount(args.style_amount, None)
         generate = partial(stylize, style=args.style, amount=amount, direction=args.style_direction)
-    result = generate(
-        model,
-        args.prompt,
-        negative_prompt=args.negative_prompt,
-        num_images=args.num_images,
-        seed=args.seed,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        scheduler=args.scheduler,
-        width=args.width,
-        height=args.height,
-        progress=not args.quiet,
-    )
+    result = generate(model, args.prompt, num_images=args.num_images, seed=args.seed, **sampling_options(args))
     files = [str(path) for path in save_numbered(args.output, result.images, result.recipes)]
     payload = {
         "files": files,

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, add_sampling_arguments, emit
+from retouch.cli.common import (
+    add_global_flags,
+    add_model_arguments,
+    add_output_folder_argument,
+    add_sampling_arguments,
+    emit,
+    sampling_options,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,9 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--frame-ms", type=int, default=GIF_FRAME_MS, help=f"GIF frame duration (default: {GIF_FRAME_MS})"
     )
     add_sampling_arguments(parser)
-    parser.add_argument(
-        "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
-    )
+    add_output_folder_argument(parser)
     add_model_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
@@ -77,13 +81,7 @@ def run(args: argparse.Namespace) -> int:
         noise_seed_b=args.noise_seed_b,
         layout_steps=args.layout_steps,
         hold_common=args.hold_common,
-        negative_prompt=args.negative_prompt,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        scheduler=args.scheduler,
-        width=args.width,
-        height=args.height,
-        progress=not args.quiet,
+        **sampling_options(args),
     )
     saved = result.save(args.output, frame_ms=args.frame_ms)
     frames, strip, gif = [str(path) for path in saved.files], str(saved.sheet), str(saved.animation)

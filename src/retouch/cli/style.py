@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, add_sampling_arguments, emit
+from retouch.cli.common import (
+    add_global_flags,
+    add_model_arguments,
+    add_output_folder_argument,
+    add_sampling_arguments,
+    emit,
+    sampling_options,
+)
 
 
 def add_style_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -51,9 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(write --sweep=-0.5:1:7 when A is negative)",
     )
     add_sampling_arguments(parser)
-    parser.add_argument(
-        "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
-    )
+    add_output_folder_argument(parser)
     add_model_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
@@ -73,15 +77,7 @@ def run(args: argparse.Namespace) -> int:
         parse_sweep(args.sweep)  # a bad spec fails before the model loads
     check_writable(args.output)
     model = load_model(args.model, args.device, args.dtype, args.config)
-    options = {
-        "negative_prompt": args.negative_prompt,
-        "steps": args.steps,
-        "guidance_scale": args.guidance_scale,
-        "scheduler": args.scheduler,
-        "width": args.width,
-        "height": args.height,
-        "progress": not args.quiet,
-    }
+    options = sampling_options(args)
     if args.sweep is None:
         amount = style_amount(args.amount, None)
         result = stylize(model, args.prompt, args.style, amount, args.direction, seed=args.seed, **options)

@@ -31,11 +31,10 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from retouch.core.components import pipe_name, scheduler_swapped
-from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, default_size
+from retouch.core.components import scheduler_swapped
+from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, fill_defaults
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
-from retouch.core.seeding import random_seed
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
 from retouch.errors import RetouchError
 from retouch.io.outputs import SavedFiles, numbered_stem, save_sequence
@@ -136,12 +135,8 @@ def interpolate(
             picture, and no ``layout_steps``. Frame 0 is unchanged by it; each other frame costs
             two samplings. An ancestral sampler draws the frames' step noise for the pair.
     """
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
+    loaded, guidance_scale, width, height, seed = fill_defaults(model, guidance_scale, width, height, seed, "folder")
     pipe = loaded.pipe
-    guidance_scale = loaded.guidance_scale(guidance_scale)
-    default_width, default_height = default_size(pipe)
-    width, height = width or default_width, height or default_height
-    seed = random_seed() if seed is None else seed
     ts = frame_positions(frames)
     check_interpolate_arguments(frames, frame, seed, noise_seed_b, steps, width, height, layout_steps, hold_common)
     for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
