@@ -28,6 +28,11 @@ PromptEmbedsFn = Callable[[StableDiffusionPipeline, str], torch.Tensor]
 
 @dataclass
 class GenerateResult:
+    """The pictures and the recipes that replay them. Write them with
+    ``retouch.io.outputs.save_numbered(folder, result.images, result.recipes)`` (A1111-style
+    ``NNNNN-SEED.png``): ``core`` sits below ``io`` and imports nothing from it, so this class has
+    no ``save`` of its own."""
+
     images: list[Image.Image]
     recipes: list[dict[str, Any]]  # one per image; each re-creates its image alone
     seconds: list[float]  # wall time per image
