@@ -29,9 +29,7 @@ def test_happy_path_writes_png_and_report(tiny_model, tmp_path):
     summary = run_batch(jobs, tmp_path / "out", tiny_model)
     out = tmp_path / "out"
     assert summary.to_dict()["ok"] == 3 and summary.failed == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "g1.json", "g1.png", "g2-0.png", "g2-1.png", "g2.json", "g3.json", "g3.png"
-    ]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == "g1.json g1.png g2-0.png g2-1.png g2.json g3.json g3.png".split()
     report = json.loads((out / "g2.json").read_text())
     assert report["images"] == ["g2-0.png", "g2-1.png"] and report["seeds"] == [2, 3]
     assert report["recipe"]["num_images"] == 2 and report["timings"]["task_s"] > 0
@@ -82,9 +80,8 @@ def test_malformed_lines_fail_alone(tiny_model, tmp_path):
         tmp_path / "jobs.jsonl", job("a"), "{not json", "", "[1, 2]", {"id": "../x", "prompt": "p"}
     )
     summary = run_batch(jobs, tmp_path / "out", tiny_model)
-    assert [(r.id, r.status) for r in summary.results] == [
-        ("a", "ok"), ("line-2", "failed"), ("line-4", "failed"), ("line-5", "failed")
-    ]  # fmt: skip
+    expected = [("a", "ok"), ("line-2", "failed"), ("line-4", "failed"), ("line-5", "failed")]
+    assert [(r.id, r.status) for r in summary.results] == expected
     assert "line 2: not valid JSON" in summary.results[1].error
     assert "line 5: bad id '../x'" in summary.results[3].error
     assert (tmp_path / "out" / "line-2.error.json").exists()
@@ -141,3 +138,23 @@ def test_registry():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("one", lambda ctx, job: None)
     assert registry.names() == ("one",) and "generate" in default_registry().names()
+
+
+def test_check_input_unchanged_compares_size_and_pixels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from retouch.batch.tasks import check_input_unchanged
+    from retouch.io.hashing import pixels_sha256
+
+    pixels = np.zeros((16, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    recipe = {"image": str(tmp_path / "in.png"), "width": 24, "height": 16, "image_sha256": pixels_sha256(pixels)}
+    check_input_unchanged(recipe)
+    check_input_unchanged({"image": str(tmp_path / "missing.png")})  # nothing recorded: nothing to check
+    with pytest.raises(RetouchError, match="made from a 32x16 image"):
+        check_input_unchanged({**recipe, "width": 32})
+    pixels[0, 0] = 255
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    with pytest.raises(RetouchError, match="changed since the recipe was written"):
+        check_input_unchanged(recipe)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import STEPS
+from PIL import Image
 
 from retouch.core.generate import generate
 from retouch.core.schedulers import SCHEDULER_NAMES, SCHEDULERS, make_scheduler
@@ -135,3 +136,17 @@ def test_short_prompt_does_not_warn(tiny_model, caplog):
     with caplog.at_level(logging.WARNING, logger="retouch"):
         generate(tiny_model, "a red circle", seed=0, steps=1)
     assert "cut off" not in caplog.text
+
+
+def test_saved_pictures_are_numbered_on_and_carry_their_recipes(tiny_model, tmp_path):
+    from retouch.io.outputs import next_index, save_numbered
+    from retouch.io.png import read_recipe
+
+    result = generate(tiny_model, "a blue square", seed=10, num_images=2, steps=STEPS)
+    (tmp_path / "00007-3.png").write_bytes(b"")  # an earlier run
+    (tmp_path / "notes-99999.png").write_bytes(b"")  # not numbered: ignored
+    assert next_index(tmp_path) == 8
+    files = save_numbered(tmp_path, result.images, result.recipes)
+    assert [p.name for p in files] == ["00008-10.png", "00009-11.png"]
+    assert [read_recipe(p) for p in files] == result.recipes
+    assert np.array_equal(pixels(Image.open(files[1]).convert("RGB")), pixels(result.images[1]))

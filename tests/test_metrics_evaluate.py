@@ -12,14 +12,16 @@ import torch
 from PIL import Image
 
 from retouch.cli import main
+from retouch.errors import RetouchError
 from retouch.io.png import save_png
-from retouch.metrics.evaluate import Scorers, evaluate_images, load_scorers
+from retouch.metrics.evaluate import Scorers, evaluate_images, evaluate_imagic_report, load_scorers
 from retouch.metrics.masked import masked_metrics
 from retouch.train.clip import ClipTrainConfig, save_untrained_clip
 from retouch.worlds import shapes64
 
-TINY_CLIP = ClipTrainConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=32, text_layers=1,
-                            text_heads=2, projection_dim=16)  # fmt: skip
+TINY_CLIP = ClipTrainConfig(
+    vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=32, text_layers=1, text_heads=2, projection_dim=16
+)
 
 
 class _Features(torch.nn.Module):  # stands in for the TorchScript Inception: same call signature
@@ -46,10 +48,9 @@ def folders(tmp_path_factory) -> dict[str, Path]:
         Image.fromarray(output).save(dirs["images"] / f"{i}.png")
         Image.fromarray(source).save(dirs["references"] / f"{i}.png")
         Image.fromarray(pair.mask.astype(np.uint8) * 255).save(dirs["masks"] / f"{i}.png")
-        save_png(Image.fromarray(output), dirs["recipes"] / f"{i}.png", {
-            "task": "edit", "prompt": pair.target_caption, "target": pair.target_caption, "steps": 1,
-            "scheduler": "ddim", "guidance_scale": 7.5, "seed": 0, "width": 64, "height": 64, "model": "x",
-        })  # fmt: skip
+        recipe = dict(task="edit", prompt=pair.target_caption, target=pair.target_caption, steps=1)
+        recipe.update(scheduler="ddim", guidance_scale=7.5, seed=0, width=64, height=64, model="x")
+        save_png(Image.fromarray(output), dirs["recipes"] / f"{i}.png", recipe)
         captions.append({"file_name": f"{i}.png", "text": pair.target_caption})
     (root / "captions.jsonl").write_text("\n".join(json.dumps(c) for c in captions) + "\n")
     dirs["captions"] = root / "captions.jsonl"
@@ -82,8 +83,9 @@ def test_folder_metrics(folders):
 def test_missing_networks_are_skipped_with_a_message(folders, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RETOUCH_METRICS_DIR", str(tmp_path / "metrics"))
     out = tmp_path / "report"
-    assert main(["evaluate", "--images", str(folders["recipes"]), "--references", str(folders["references"]),
-                 "--masks", str(folders["masks"]), "--clip", str(folders["clip"]), "--out", str(out)]) == 0  # fmt: skip
+    inputs = ["--images", str(folders["recipes"]), "--references", str(folders["references"])]
+    inputs += ["--masks", str(folders["masks"]), "--clip", str(folders["clip"])]
+    assert main(["evaluate", *inputs, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"LPIPS skipped: LPIPS needs the AlexNet LPIPS network as a local file. Put it at {tmp_path}" in printed
     assert "inception-2015-12-05.pt" in printed and "--inception PATH" in printed
@@ -111,11 +113,31 @@ def test_sdedit_sweep(tiny_model_dir, tmp_path, monkeypatch):
     pixels[8:24, 8:24] = (220, 40, 40)
     Image.fromarray(pixels).save(tmp_path / "in.png")
     out = tmp_path / "sweep"
-    assert main(["evaluate", "--sdedit-sweep", "--image", str(tmp_path / "in.png"), "--source", "a red square",
-                 "--target", "a blue square", "--strengths", "0.5,1.0", "--steps", "2", "--model",
-                 str(tiny_model_dir), "--device", "cpu", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    edit = ["--image", str(tmp_path / "in.png"), "--source", "a red square", "--target", "a blue square"]
+    sweep = ["--strengths", "0.5,1.0", "--steps", "2", "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main(["evaluate", "--sdedit-sweep", *edit, *sweep, "--out", str(out), "--quiet"]) == 0
     rows = json.loads((out / "sdedit_sweep.json").read_text())["rows"]
     assert [row["strength"] for row in rows] == [0.5, 1.0]
     assert all(row["psnr"] > 0 and -1 <= row["ssim"] <= 1 and row["1-lpips"] is None for row in rows)
     assert (out / "sdedit_strength.png").stat().st_size > 10_000
     assert (out / "sdedit_0.50.png").is_file() and (out / "sdedit_1.00.png").is_file()
+
+
+def test_an_imagic_report_evaluation_saves_tables_and_plot(tmp_path):
+    scores = ((0.0, 0.1), (0.5, 0.4), (0.5, 0.6), (1.0, 0.9))
+    sweep = [{"eta": eta, "judge_score": score, "psnr": 20.0 + eta, "file": None} for eta, score in scores]
+    report = {"task": "imagic", "sweep": sweep, "eta": 0.5, "target": "a blue square", "judge": "oracle"}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    evaluation = evaluate_imagic_report(path, Scorers(notes=["LPIPS skipped: no weights"]))
+    assert [row["eta"] for row in evaluation.rows] == [0.0, 0.5, 1.0]
+    assert evaluation.rows[1]["seeds"] == 2 and evaluation.rows[1]["judge_score"] == pytest.approx(0.5)
+    assert evaluation.headline == {"eta_chosen": 0.5, "etas": 3}
+    files = evaluation.save(tmp_path / "out")
+    names = {kind: p.name for kind, p in files.items()}
+    assert names == {f: f"imagic_sweep.{f}" for f in ("md", "csv", "json")} | {"plot": "imagic_eta.png"}
+    table = json.loads(files["json"].read_text())
+    assert table["summary"] == {"eta_chosen": 0.5} and table["notes"] == ["LPIPS skipped: no weights"]
+    path.write_text(json.dumps({"task": "edit"}))
+    with pytest.raises(RetouchError, match="not an Imagic report"):
+        evaluate_imagic_report(path, Scorers())

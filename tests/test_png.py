@@ -40,8 +40,8 @@ def test_a1111_text_without_negative_prompt_and_other_samplers():
         "a large red circle on a blue background\n"
         "Steps: 25, Sampler: DPM++ 2M, CFG scale: 7, Seed: 42, Size: 96x64, Model: shapes-64"
     )
-    names = {s: format_parameters({**RECIPE, "scheduler": s}).split("Sampler: ")[1].split(",")[0] for s in
-             ("lms", "ddim", "euler", "euler-a", "dpm++")}  # fmt: skip
+    schedulers = ("lms", "ddim", "euler", "euler-a", "dpm++")
+    names = {s: format_parameters({**RECIPE, "scheduler": s}).split("Sampler: ")[1].split(",")[0] for s in schedulers}
     assert names == {
         "lms": "LMS",
         "ddim": "DDIM",

@@ -11,7 +11,7 @@ from PIL import Image
 
 from retouch.batch import replay, run_batch
 from retouch.cli import main
-from retouch.io.png import read_recipe
+from retouch.io.png import read_recipe, save_png
 from retouch.models.tiny import save_tiny_pipeline
 
 PROMPT = "a large red circle on a blue background, pastel"
@@ -32,10 +32,8 @@ def _pixels(path: str | Path) -> np.ndarray:
 
 
 def test_interpolate_writes_frames_strip_and_gif(model_dir: str, tmp_path: Path, capsys) -> None:
-    out = _run(
-        capsys, "interpolate", "a red circle", "a green square", "--frames", "3", "--seed", "4",
-        "--steps", "2", "--model", model_dir, "--output", str(tmp_path),
-    )  # fmt: skip
+    path = ["interpolate", "a red circle", "a green square", *"--frames 3 --seed 4 --steps 2".split()]
+    out = _run(capsys, *path, "--model", model_dir, "--output", str(tmp_path))
     assert [Path(f).name for f in out["frames"]] == [f"00000-4-{k:02d}.png" for k in range(3)]
     assert Path(out["strip"]).name == "00000-4-strip.png"
     with Image.open(out["gif"]) as gif:
@@ -45,18 +43,12 @@ def test_interpolate_writes_frames_strip_and_gif(model_dir: str, tmp_path: Path,
     result = replay(out["frames"][1], tmp_path / "replayed.png")
     assert result.identical
 
-    locked = _run(
-        capsys, "interpolate", "a red circle", "a green square", "--frames", "3", "--seed", "4",
-        "--steps", "2", "--layout-steps", "1", "--model", model_dir, "--output", str(tmp_path / "locked"),
-    )  # fmt: skip
+    locked = _run(capsys, *path, "--layout-steps", "1", "--model", model_dir, "--output", str(tmp_path / "locked"))
     assert read_recipe(locked["frames"][0])["layout_steps"] == 1
     assert not np.array_equal(_pixels(locked["frames"][0]), _pixels(out["frames"][0]))
     assert replay(locked["frames"][0], tmp_path / "locked-replayed.png").identical
 
-    held = _run(
-        capsys, "interpolate", "a red circle", "a green square", "--frames", "3", "--seed", "4",
-        "--steps", "2", "--hold-common", "1", "--model", model_dir, "--output", str(tmp_path / "held"),
-    )  # fmt: skip
+    held = _run(capsys, *path, "--hold-common", "1", "--model", model_dir, "--output", str(tmp_path / "held"))
     assert read_recipe(held["frames"][2])["hold_common"] == 1.0
     assert np.array_equal(_pixels(held["frames"][0]), _pixels(out["frames"][0]))  # frame 0: A's own
     assert replay(held["frames"][2], tmp_path / "held-replayed.png").identical
@@ -64,23 +56,40 @@ def test_interpolate_writes_frames_strip_and_gif(model_dir: str, tmp_path: Path,
 
 def test_style_single_and_sweep(model_dir: str, tmp_path: Path, capsys) -> None:
     common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]
-    single = _run(capsys, "style", PROMPT, "--style", "pastel", "--strength", "0.4", *common)
+    single = _run(capsys, "style", PROMPT, "--style", "pastel", "--amount", "0.4", *common)
     recipe = read_recipe(single["files"][0])
-    assert (recipe["task"], recipe["style"], recipe["strength"], recipe["direction"]) == (
-        "style", "pastel", 0.4, "prompt"
-    )  # fmt: skip
+    fields = (recipe["task"], recipe["style"], recipe["amount"], recipe["direction"])
+    assert fields == ("style", "pastel", 0.4, "prompt")
     assert replay(single["files"][0], tmp_path / "replayed.png").identical
 
     sweep = _run(capsys, "style", PROMPT, "--style", "pastel", "--sweep=-0.2:0.2:3", *common)
-    assert sweep["strengths"] == [-0.2, 0.0, 0.2]
+    assert sweep["amounts"] == [-0.2, 0.0, 0.2]
     assert len(sweep["files"]) == 3 and Path(sweep["grid"]).name.endswith("-sweep.png")
     assert replay(sweep["grid"], tmp_path / "grid-replayed.png").identical
 
     plain = _run(capsys, "generate", PROMPT, *common)
     assert np.array_equal(_pixels(sweep["files"][1]), _pixels(plain["files"][0]))  # theta = 0
-    styled = _run(capsys, "generate", PROMPT, "--style", "pastel", "--style-strength", "0.4", *common)
+    styled = _run(capsys, "generate", PROMPT, "--style", "pastel", "--style-amount", "0.4", *common)
     assert np.array_equal(_pixels(styled["files"][0]), _pixels(single["files"][0]))
     assert styled["recipes"][0]["task"] == "style"
+    old_flags = [
+        ["style", PROMPT, "--style", "pastel", "--strength", "0.4"],
+        ["generate", PROMPT, "--style", "pastel", "--style-strength", "0.4"],
+    ]
+    for argv in old_flags:
+        old = _run(capsys, *argv, *common)
+        assert np.array_equal(_pixels(old["files"][0]), _pixels(single["files"][0]))
+
+
+def test_a_recipe_with_the_old_strength_key_replays(model_dir: str, tmp_path: Path, capsys) -> None:
+    common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]
+    single = _run(capsys, "style", PROMPT, "--style", "pastel", "--amount", "0.4", *common)
+    image = Image.open(single["files"][0])
+    recipe = read_recipe(single["files"][0])
+    recipe["strength"] = recipe.pop("amount")  # as written before the rename
+    save_png(image, tmp_path / "old.png", recipe)
+    result = replay(tmp_path / "old.png", tmp_path / "old.replay.png")
+    assert result.identical and result.recipe["amount"] == 0.4 and "strength" not in result.recipe
 
 
 def test_bad_input_exits_2(model_dir: str, tmp_path: Path, capsys) -> None:
@@ -91,23 +100,22 @@ def test_bad_input_exits_2(model_dir: str, tmp_path: Path, capsys) -> None:
     assert "at least 2 frames" in capsys.readouterr().err
     assert main(["style", PROMPT, "--style", "pastel", "--sweep", "0:1", *common]) == 2
     assert main(["generate", PROMPT, "--style-strength", "0.3", *common]) == 2
-    assert "--style-strength needs --style" in capsys.readouterr().err
+    assert "--style-amount needs --style" in capsys.readouterr().err
 
 
 def test_batch_tasks(model_dir: str, tmp_path: Path) -> None:
     jobs = [
-        {"id": "st", "task": "style", "prompt": PROMPT, "style": "pastel", "direction": "phrase",
-         "strength": 0.25, "seed": 3, "steps": 2},
-        {"id": "it", "task": "interpolate", "prompt_a": "a red circle", "prompt_b": "a blue star",
-         "frames": 3, "seed": 3, "steps": 2},
-        {"id": "bad", "task": "style", "prompt": "a red circle", "style": "pastel", "seed": 3, "steps": 1},
-    ]  # fmt: skip
+        # "strength": the amount's old name
+        dict(id="st", task="style", prompt=PROMPT, style="pastel", direction="phrase", strength=0.25, seed=3, steps=2),
+        dict(id="it", task="interpolate", prompt_a="a red circle", prompt_b="a blue star", frames=3, seed=3, steps=2),
+        dict(id="bad", task="style", prompt="a red circle", style="pastel", seed=3, steps=1),
+    ]
     jobs_file = tmp_path / "jobs.jsonl"
     jobs_file.write_text("\n".join(json.dumps(job) for job in jobs))
     out = tmp_path / "out"
     summary = run_batch(jobs_file, out, model_dir)
     assert (summary.count("ok"), summary.failed) == (2, 1)
-    assert read_recipe(out / "st.png")["strength"] == 0.25
+    assert read_recipe(out / "st.png")["amount"] == 0.25
     assert {p.name for p in out.glob("it*.png")} == {"it.png", "it_0.png", "it_1.png", "it_2.png"}
     report = json.loads((out / "it.json").read_text())
     assert report["images"] == ["it.png", "it_0.png", "it_1.png", "it_2.png"]

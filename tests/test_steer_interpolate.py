@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from retouch.core.generate import generate
 from retouch.errors import RetouchError
+from retouch.io.png import read_recipe
 from retouch.models.tiny import tiny_pipeline
 from retouch.steer.interpolate import frame_positions, interpolate
 
@@ -122,3 +124,17 @@ def test_keep_pixels_gives_the_rim_and_a_feather_to_the_frame() -> None:
     assert (keep_pixels(first, frame, whole) == 255).all()
 
 
+
+
+def test_save_writes_numbered_frames_strip_and_gif(pipe, tmp_path) -> None:
+    result = interpolate(pipe, A, B, frames=3, seed=6, steps=2)
+    saved = result.save(tmp_path, frame_ms=120)
+    assert [p.name for p in saved.files] == ["00000-6-00.png", "00000-6-01.png", "00000-6-02.png"]
+    assert (saved.sheet.name, saved.animation.name) == ("00000-6-strip.png", "00000-6.gif")
+    assert [read_recipe(p)["frame"] for p in saved.files] == [0, 1, 2]
+    assert "frame" not in read_recipe(saved.sheet)
+    with Image.open(saved.animation) as gif:
+        assert (gif.n_frames, gif.info["duration"]) == (3, 120)
+    again = interpolate(pipe, A, B, frames=3, frame=2, seed=6, steps=2).save(tmp_path)
+    assert [p.name for p in again.files] == ["00001-6-02.png"] and again.sheet is None and again.animation is None
+    assert np.array_equal(np.asarray(Image.open(again.files[0])), np.asarray(Image.open(saved.files[2])))

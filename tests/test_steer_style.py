@@ -1,15 +1,18 @@
-"""Style strength: theta = 0 is the plain generation bit for bit; the phrase must be there."""
+"""Style amount: theta = 0 is the plain generation bit for bit; the phrase must be there."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from retouch.core.generate import generate
 from retouch.errors import RetouchError
+from retouch.io.png import read_recipe
 from retouch.models.tiny import tiny_pipeline
 from retouch.steer.style import (
     parse_sweep,
@@ -60,7 +63,7 @@ def test_phrase_not_in_prompt_is_an_error_naming_it(pipe) -> None:
         stylize(pipe, PROMPT, "pastel", 0.5, "sideways", **FAST)  # type: ignore[arg-type]
 
 
-def test_zero_strength_is_the_plain_encoding(pipe) -> None:
+def test_zero_amount_is_the_plain_encoding(pipe) -> None:
     plain, _ = pipe.encode_prompt(PROMPT, pipe.device, 1, False)
     for direction in ("prompt", "phrase"):
         assert torch.equal(style_embeddings(pipe, PROMPT, "pastel", 0.0, direction), plain)
@@ -69,12 +72,12 @@ def test_zero_strength_is_the_plain_encoding(pipe) -> None:
 
 
 @pytest.mark.parametrize("scheduler", ["euler-a", "ddim"])
-def test_zero_strength_is_plain_generate_bit_for_bit(pipe, scheduler: str) -> None:
+def test_zero_amount_is_plain_generate_bit_for_bit(pipe, scheduler: str) -> None:
     plain = _pixels(generate(pipe, PROMPT, scheduler=scheduler, **FAST))
     zero = stylize(pipe, PROMPT, "pastel", 0.0, scheduler=scheduler, **FAST)
     assert np.array_equal(_pixels(zero), plain)
     assert zero.recipes[0]["task"] == "style"
-    assert zero.recipes[0]["strength"] == 0.0
+    assert zero.recipes[0]["amount"] == 0.0 and "strength" not in zero.recipes[0]
     zero_phrase = stylize(pipe, "a red circle", "pastel", 0.0, "phrase", scheduler=scheduler, **FAST)
     plain_phrase = generate(pipe, "a red circle", scheduler=scheduler, **FAST)
     assert np.array_equal(_pixels(zero_phrase), _pixels(plain_phrase))
@@ -82,12 +85,12 @@ def test_zero_strength_is_plain_generate_bit_for_bit(pipe, scheduler: str) -> No
     assert not np.array_equal(_pixels(stronger), plain)
 
 
-def test_strength_outside_the_range_warns(pipe, caplog: pytest.LogCaptureFixture) -> None:
+def test_amount_outside_the_range_warns(pipe, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="retouch"):
         style_embeddings(pipe, PROMPT, "pastel", 1.5)
         assert not caplog.records
         style_embeddings(pipe, PROMPT, "pastel", 2.5)
-    assert "style strength 2.5 is outside [-1, 2]" in caplog.text
+    assert "style amount 2.5 is outside [-1, 2]" in caplog.text
 
 
 def test_long_prompt_warns_naming_the_cut_words(pipe, caplog: pytest.LogCaptureFixture) -> None:
@@ -107,9 +110,30 @@ def test_parse_sweep() -> None:
 
 def test_sweep_grid_and_frames(pipe) -> None:
     sweep = style_sweep(pipe, PROMPT, "pastel", "0:0.5:3", seed=7, steps=2)
-    assert sweep.strengths == [0.0, 0.25, 0.5]
+    assert sweep.amounts == [0.0, 0.25, 0.5] and sweep.strengths == sweep.amounts  # the old name
     width, height = sweep.images[0].size
     assert sweep.grid.size == (3 * width + 2 * 2, height)
-    assert "strength" not in sweep.grid_recipe and sweep.grid_recipe["sweep"] == "0:0.5:3"
-    assert [r["strength"] for r in sweep.recipes] == [0.0, 0.25, 0.5]
+    assert "amount" not in sweep.grid_recipe and sweep.grid_recipe["sweep"] == "0:0.5:3"
+    assert [r["amount"] for r in sweep.recipes] == [0.0, 0.25, 0.5]
     assert np.array_equal(np.asarray(sweep.images[0]), _pixels(generate(pipe, PROMPT, **FAST)))
+
+
+def test_strength_is_still_accepted_as_the_amount(pipe) -> None:
+    new = stylize(pipe, PROMPT, "pastel", amount=0.5, **FAST)
+    old = stylize(pipe, PROMPT, "pastel", strength=0.5, **FAST)
+    assert np.array_equal(_pixels(new), _pixels(old)) and old.recipes == new.recipes
+    by_old_name = style_embeddings(pipe, PROMPT, "pastel", strength=0.5)
+    assert torch.equal(by_old_name, style_embeddings(pipe, PROMPT, "pastel", 0.5))
+    with pytest.raises(RetouchError, match="disagree"):
+        stylize(pipe, PROMPT, "pastel", amount=0.5, strength=0.2, **FAST)
+
+
+def test_sweep_saves_numbered_pictures_and_grid_with_recipes(pipe, tmp_path) -> None:
+    sweep = style_sweep(pipe, PROMPT, "pastel", "0:0.5:3", seed=7, steps=2)
+    (tmp_path / "00004-1.png").write_bytes(b"")  # an earlier run's number: the next one is 5
+    saved = sweep.save(tmp_path)
+    assert [p.name for p in saved.files] == [f"00005-7-{k:02d}.png" for k in range(3)]
+    assert saved.sheet.name == "00005-7-sweep.png" and saved.animation is None
+    assert [read_recipe(p)["amount"] for p in saved.files] == [0.0, 0.25, 0.5]
+    assert read_recipe(saved.sheet) == json.loads(json.dumps(sweep.grid_recipe))
+    assert np.array_equal(np.asarray(Image.open(saved.files[1]).convert("RGB")), np.asarray(sweep.images[1]))

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.batch.tasks import check_fields, check_model, get
+from retouch.batch.tasks import check_fields, check_input_unchanged, check_model, get
 from retouch.edit.api import (
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
@@ -20,8 +18,6 @@ from retouch.edit.api import (
     edit,
 )
 from retouch.errors import RetouchError
-from retouch.io.convert import read_input_image
-from retouch.io.hashing import pixels_sha256
 
 EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "image": str,
@@ -57,7 +53,7 @@ def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     output = get(job, "output", "image")
     if output not in OUTPUTS:
         raise RetouchError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    _check_input_unchanged(job)
+    check_input_unchanged(job)
     result = edit(
         ctx.model,
         job["image"],
@@ -88,16 +84,3 @@ def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         extra_images={suffix: file for suffix, file in files.items() if suffix},
     )
 
-
-def _check_input_unchanged(job: dict[str, Any]) -> None:
-    """A recipe's input must still be the picture it was made from."""
-    if job.get("image_sha256") is None and job.get("width") is None and job.get("height") is None:
-        return
-    source = read_input_image(job["image"]).image
-    if (job.get("width"), job.get("height")) not in ((None, None), source.size):
-        raise RetouchError(
-            f"the recipe was made from a {job['width']}x{job['height']} image, but {job['image']} is "
-            f"{source.size[0]}x{source.size[1]}"
-        )
-    if job.get("image_sha256") not in (None, pixels_sha256(np.asarray(source))):
-        raise RetouchError(f"{job['image']} changed since the recipe was written; its pixels differ")

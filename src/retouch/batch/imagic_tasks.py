@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.batch.tasks import check_fields, check_model, get
+from retouch.batch.tasks import check_fields, check_input_unchanged, check_model, get
 from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, DEFAULT_STEPS, imagic
 from retouch.errors import RetouchError
-from retouch.io.convert import read_input_image
-from retouch.io.hashing import pixels_sha256
 
 IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "image": str,
@@ -53,7 +49,7 @@ def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     for name in ("image", "target"):
         if name not in job:
             raise RetouchError(f"an imagic job needs {name!r}")
-    _check_input_unchanged(job)
+    check_input_unchanged(job)
     result = imagic(
         ctx.model,
         job["image"],
@@ -80,11 +76,3 @@ def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     )
     return TaskOutput([result.image], [result.recipe], result.recipe, result.report)
 
-
-def _check_input_unchanged(job: dict[str, Any]) -> None:
-    """A recipe's input must still be the picture it was made from."""
-    if job.get("image_sha256") is None:
-        return
-    source = read_input_image(job["image"]).image
-    if pixels_sha256(np.asarray(source)) != job["image_sha256"]:
-        raise RetouchError(f"{job['image']} changed since the recipe was written; its pixels differ")

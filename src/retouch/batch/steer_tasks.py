@@ -10,14 +10,15 @@ from retouch.core.generate import DEFAULT_SCHEDULER
 from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
 from retouch.steer.interpolate import DEFAULT_FRAMES, interpolate
-from retouch.steer.style import DEFAULT_STYLE_DIRECTION, DEFAULT_STYLE_STRENGTH, style_sweep, stylize
+from retouch.steer.style import DEFAULT_STYLE_DIRECTION, style_amount, style_sweep, stylize
 
 STYLE_FIELDS: dict[str, type | tuple[type, ...]] = {
     **GENERATE_FIELDS,
     "style": str,
-    "strength": (int, float),
+    "amount": (int, float),  # theta
+    "strength": (int, float),  # amount's old name: recipes written before the rename carry it
     "direction": str,
-    "sweep": str,  # "a:b:n": the grid of n strengths as {id}.png, strength k as {id}_{k}.png
+    "sweep": str,  # "a:b:n": the grid of n amounts as {id}.png, amount k as {id}_{k}.png
 }
 INTERPOLATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     **{name: GENERATE_FIELDS[name] for name in ("negative_prompt", "seed", "steps", "guidance_scale")},
@@ -34,9 +35,10 @@ INTERPOLATE_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 
 def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
-    """``{"task": "style", "prompt", "style", "strength", "direction", "seed"}``: one picture at
-    style strength ``strength`` (theta); 0 is the plain generation. With ``"sweep": "a:b:n"``
-    instead of a strength: the grid, plus each strength's picture as ``{id}_{k}.png``."""
+    """``{"task": "style", "prompt", "style", "amount", "direction", "seed"}``: one picture at
+    style amount ``amount`` (theta; ``"strength"``, its old name, is read too); 0 is the plain
+    generation. With ``"sweep": "a:b:n"`` instead of an amount: the grid, plus each amount's
+    picture as ``{id}_{k}.png``."""
     check_fields(job, "style", STYLE_FIELDS)
     check_model(ctx, job)
     for name in ("prompt", "style"):
@@ -54,19 +56,21 @@ def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         "progress": ctx.progress,
     }
     if job.get("sweep") is not None:
-        if job.get("strength") is not None or job.get("num_images") not in (None, 1):
-            raise RetouchError("a style job with a 'sweep' takes no 'strength' or 'num_images'")
+        if job.get("amount") is not None or job.get("strength") is not None:
+            raise RetouchError("a style job with a 'sweep' takes no 'amount'")
+        if job.get("num_images") not in (None, 1):
+            raise RetouchError("a style job with a 'sweep' takes no 'num_images'")
         sweep = style_sweep(ctx.model, job["prompt"], job["style"], job["sweep"], **options)
         frames = {
             f"_{k}": (image, recipe)
             for k, (image, recipe) in enumerate(zip(sweep.images, sweep.recipes, strict=True))
         }
-        report = {"strengths": sweep.strengths, "seconds_per_image": sweep.seconds}
+        report = {"amounts": sweep.amounts, "seconds_per_image": sweep.seconds}
         return TaskOutput([sweep.grid], [sweep.grid_recipe], sweep.grid_recipe, report, extra_images=frames)
 
-    strength = float(get(job, "strength", DEFAULT_STYLE_STRENGTH))
+    amount = float(style_amount(job.get("amount"), job.get("strength")))
     result = stylize(
-        ctx.model, job["prompt"], job["style"], strength, num_images=get(job, "num_images", 1), **options
+        ctx.model, job["prompt"], job["style"], amount, num_images=get(job, "num_images", 1), **options
     )
     return TaskOutput(
         images=result.images,

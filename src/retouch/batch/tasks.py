@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.core.generate import DEFAULT_SCHEDULER, generate
 from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
+from retouch.io.convert import read_input_image
+from retouch.io.hashing import pixels_sha256
 
 # Fields every job may carry besides its task's own.
 COMMON_FIELDS = {"id": str, "task": str, "model": str, "model_config": str, "retouch_version": str}
@@ -54,6 +58,22 @@ def check_model(ctx: TaskContext, job: dict[str, Any]) -> None:
     raise RetouchError(
         f"job asks for model {wanted!r} but {ctx.model.name!r} is loaded; run it with --model {wanted}"
     )
+
+
+def check_input_unchanged(job: dict[str, Any]) -> None:
+    """A recipe's input image must still be the picture it was made from: its recorded size
+    (``width``, ``height``) and pixel fingerprint (``image_sha256``), where the recipe has them.
+    Without this a replay of an edit whose input was overwritten would quietly make another picture."""
+    if job.get("image_sha256") is None and job.get("width") is None and job.get("height") is None:
+        return
+    source = read_input_image(job["image"]).image
+    if (job.get("width"), job.get("height")) not in ((None, None), source.size):
+        raise RetouchError(
+            f"the recipe was made from a {job['width']}x{job['height']} image, but {job['image']} is "
+            f"{source.size[0]}x{source.size[1]}"
+        )
+    if job.get("image_sha256") not in (None, pixels_sha256(np.asarray(source))):
+        raise RetouchError(f"{job['image']} changed since the recipe was written; its pixels differ")
 
 
 def generate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from retouch.models.loading import DEFAULT_MODEL, DTYPES
@@ -47,6 +48,25 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     add_denoising_arguments(parser)
     parser.add_argument("--width", type=int, default=None, help=size_help)
     parser.add_argument("--height", type=int, default=None, help=size_help)
+
+
+def add_output_folder_argument(parser: argparse.ArgumentParser) -> None:
+    """--output DIR, where numbered files go (default: outputs/)."""
+    parser.add_argument("--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/")
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``add_sampling_arguments``' flags (but the seed) for a call of
+    ``generate``, ``stylize`` or ``interpolate``, with progress bars unless --quiet."""
+    return {
+        "negative_prompt": args.negative_prompt,
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "scheduler": args.scheduler,
+        "width": args.width,
+        "height": args.height,
+        "progress": not args.quiet,
+    }
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:

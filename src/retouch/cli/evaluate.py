@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retouch.cli.common import add_global_flags, add_model_arguments, emit
+
+if TYPE_CHECKING:
+    from retouch.metrics.evaluate import Evaluation
 
 DEFAULT_STRENGTHS = "0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
 
@@ -43,9 +47,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--captions", type=Path, metavar="FILE.jsonl", help='{"file_name", "text"} rows (default: PNG recipes)'
     )
-    parser.add_argument("--clip", default=None, metavar="PATH", help="CLIP model folder or cached hub id "
-                        "(default: the bundled shapes-64 CLIP when installed)")  # fmt: skip
-    parser.add_argument("--lpips-weights", action="append", default=None, metavar="PATH", help="LPIPS network file(s)")
+    parser.add_argument(
+        "--clip",
+        default=None,
+        metavar="PATH",
+        help="CLIP model folder or cached hub id (default: the bundled shapes-64 CLIP when installed)",
+    )
+    parser.add_argument(
+        "--lpips-weights", action="append", default=None, metavar="PATH", help="LPIPS network file(s)"
+    )
     parser.add_argument("--inception", default=None, metavar="PATH", help="TorchScript Inception for FID/KID")
     parser.add_argument(
         "--fid-features", choices=("inception", "clip"), default="inception", help="features for FID/KID"
@@ -54,8 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sweep.add_argument("--image", type=Path, help="the picture to edit")
     sweep.add_argument("--source", metavar="TEXT", help="a caption of the picture")
     sweep.add_argument("--target", metavar="TEXT", help="a caption of the wanted picture")
-    sweep.add_argument("--strengths", type=strengths_value, default=strengths_value(DEFAULT_STRENGTHS),
-                       help=f"comma-separated (default: {DEFAULT_STRENGTHS})")  # fmt: skip
+    sweep.add_argument(
+        "--strengths",
+        type=strengths_value,
+        default=strengths_value(DEFAULT_STRENGTHS),
+        help=f"comma-separated (default: {DEFAULT_STRENGTHS})",
+    )
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--steps", type=int, default=25)
     add_model_arguments(parser)
@@ -65,65 +79,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from retouch.errors import RetouchError
     from retouch.io.atomic import check_writable
-    from retouch.metrics import evaluate as ev
-    from retouch.metrics.report import json_safe, plot_curves, write_tables
+    from retouch.metrics.evaluate import evaluate_images, evaluate_imagic_report, load_scorers
+    from retouch.metrics.report import json_safe
 
     check_writable(args.out)
     device = args.device or "cpu"
-    lines: list[str] = []
     if args.images:
-        scorers = ev.load_scorers(args.clip, args.lpips_weights, args.inception, device)
-        result = ev.evaluate_images(args.images, args.references, args.masks, args.captions, scorers,
-                                    args.fid_features)  # fmt: skip
-        files = write_tables(result.rows, args.out, "metrics", result.summary, result.notes)
-        summary, notes = result.summary, result.notes
+        scorers = load_scorers(args.clip, args.lpips_weights, args.inception, device)
+        evaluation = evaluate_images(
+            args.images, args.references, args.masks, args.captions, scorers, fid_features=args.fid_features
+        )
     elif args.imagic_report:
-        try:
-            report = json.loads(args.imagic_report.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RetouchError(f"cannot read the Imagic report {args.imagic_report}: {e}") from e
-        if report.get("task") != "imagic" or not report.get("sweep"):
-            raise RetouchError(f"{args.imagic_report} is not an Imagic report with a sweep (task 'imagic')")
-        scorers = ev.load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
-        rows = ev.imagic_sweep_scores(report, scorers)
-        series = ev.sweep_series(rows, [
-            ("clip_score", "CLIP score (target)"), ("1-lpips", "1 - LPIPS (input)"),
-            ("judge_score", f"judge score ({str(report.get('judge')).split(' ')[0][:40]})"),
-            ("psnr", "PSNR (input), dB"),
-        ])  # fmt: skip
-        notes = scorers.notes
-        files = write_tables(rows, args.out, "imagic_sweep", {"eta_chosen": report.get("eta")}, notes)
-        files["plot"] = plot_curves([r["eta"] for r in rows], series, args.out / "imagic_eta.png", "eta",
-                                    f"Imagic: {report.get('target')}", mark_x=report.get("eta"))  # fmt: skip
-        summary = {"eta_chosen": report.get("eta"), "etas": len(rows)}
+        scorers = load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
+        evaluation = evaluate_imagic_report(args.imagic_report, scorers)
     else:
-        from retouch.io.png import save_png
-        from retouch.models.loading import load_model
-
-        for name in ("image", "source", "target"):
-            if getattr(args, name) is None:
-                raise RetouchError(f"--sdedit-sweep needs --{name}")
-        scorers = ev.load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
-        model = load_model(args.model, args.device, args.dtype, args.config)
-        rows, pictures = ev.sdedit_sweep(model, args.image, args.source, args.target, args.strengths, scorers,
-                                         args.seed, args.steps)  # fmt: skip
-        for row, (picture, recipe) in zip(rows, pictures, strict=True):
-            save_png(picture, args.out / f"sdedit_{row['strength']:.2f}.png", recipe)
-        series = ev.sweep_series(rows, [("psnr", "faithful: PSNR, dB"), ("1-lpips", "faithful: 1 - LPIPS"),
-                                        ("clip_score", "edit: CLIP score (target)"),
-                                        ("oracle_target", "edit: oracle reads target")])  # fmt: skip
-        notes = scorers.notes
-        files = write_tables(rows, args.out, "sdedit_sweep", None, notes)
-        files["plot"] = plot_curves(args.strengths, series, args.out / "sdedit_strength.png", "strength",
-                                    f"SDEdit: {args.source} -> {args.target}")  # fmt: skip
-        summary = {"strengths": len(rows)}
-    lines += [f"{key}: {value}" for key, value in summary.items()]
+        evaluation = run_sdedit_sweep(args, device)
+    files = evaluation.save(args.out)
+    summary, notes = evaluation.headline, evaluation.notes
+    lines = [f"{key}: {value}" for key, value in summary.items()]
     lines += [f"note: {note}" for note in notes]
     lines += [f"wrote {path}" for path in files.values()]
     payload = {"summary": summary, "notes": notes, "files": {k: str(v) for k, v in files.items()}}
     emit(args, json_safe(payload), lines)
     return 0
+
+
+def run_sdedit_sweep(args: argparse.Namespace, device: str) -> Evaluation:
+    """Check the sweep's arguments, load what it needs and run it."""
+    from retouch.edit.sweep import sdedit_sweep
+    from retouch.errors import RetouchError
+    from retouch.metrics.evaluate import load_scorers
+    from retouch.models.loading import load_model
+
+    for name in ("image", "source", "target"):
+        if getattr(args, name) is None:
+            raise RetouchError(f"--sdedit-sweep needs --{name}")
+    scorers = load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
+    model = load_model(args.model, args.device, args.dtype, args.config)
+    return sdedit_sweep(
+        model, args.image, args.source, args.target, args.strengths, scorers, seed=args.seed, steps=args.steps
+    )

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from functools import partial
-from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, add_sampling_arguments, emit
+from retouch.cli.common import (
+    add_global_flags,
+    add_model_arguments,
+    add_output_folder_argument,
+    add_sampling_arguments,
+    emit,
+    sampling_options,
+)
 from retouch.cli.style import add_style_arguments
 
 
@@ -21,9 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("prompt", help="what to draw, e.g. 'a large red circle on a blue background'")
     parser.add_argument("--num-images", type=int, default=1, help="images to make; image i uses seed + i")
     add_sampling_arguments(parser)
-    parser.add_argument(
-        "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
-    )
+    add_output_folder_argument(parser)
     parser.add_argument("--style", default=None, metavar="PHRASE", help="turn this style phrase up or down")
     add_style_arguments(parser, prefix="style-")
     add_model_arguments(parser)
@@ -36,37 +39,21 @@ def run(args: argparse.Namespace) -> int:
     from retouch.core.generate import generate
     from retouch.errors import RetouchError
     from retouch.io.atomic import check_writable
-    from retouch.io.png import save_png
+    from retouch.io.outputs import save_numbered
     from retouch.models.loading import load_model
-    from retouch.steer.style import DEFAULT_STYLE_STRENGTH, stylize
+    from retouch.steer.style import style_amount, stylize
 
-    if args.style is None and args.style_strength is not None:
-        raise RetouchError("--style-strength needs --style PHRASE")
+    if args.style is None and args.style_amount is not None:
+        raise RetouchError("--style-amount needs --style PHRASE")
     check_writable(args.output)
     start = time.perf_counter()
     model = load_model(args.model, args.device, args.dtype, args.config)
     load_seconds = time.perf_counter() - start
     if args.style is not None:  # generate with the style turned up or down, recorded as a style task
-        strength = DEFAULT_STYLE_STRENGTH if args.style_strength is None else args.style_strength
-        generate = partial(stylize, style=args.style, strength=strength, direction=args.style_direction)
-    result = generate(
-        model,
-        args.prompt,
-        negative_prompt=args.negative_prompt,
-        num_images=args.num_images,
-        seed=args.seed,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        scheduler=args.scheduler,
-        width=args.width,
-        height=args.height,
-        progress=not args.quiet,
-    )
-    index = next_index(args.output)
-    files = [
-        str(save_png(image, args.output / f"{index + i:05d}-{recipe['seed']}.png", recipe))
-        for i, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True))
-    ]
+        amount = style_amount(args.style_amount, None)
+        generate = partial(stylize, style=args.style, amount=amount, direction=args.style_direction)
+    result = generate(model, args.prompt, num_images=args.num_images, seed=args.seed, **sampling_options(args))
+    files = [str(path) for path in save_numbered(args.output, result.images, result.recipes)]
     payload = {
         "files": files,
         "seeds": [recipe["seed"] for recipe in result.recipes],
@@ -79,9 +66,3 @@ def run(args: argparse.Namespace) -> int:
     ]
     emit(args, payload, lines)
     return 0
-
-
-def next_index(folder: Path) -> int:
-    """A1111-style numbering: one past the highest ``NNNNN-`` prefix in ``folder``."""
-    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"^(\d{5,})-", p.name))]
-    return max(numbers, default=-1) + 1

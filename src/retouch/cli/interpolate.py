@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, add_sampling_arguments, emit
+from retouch.cli.common import (
+    add_global_flags,
+    add_model_arguments,
+    add_output_folder_argument,
+    add_sampling_arguments,
+    emit,
+    sampling_options,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,9 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--frame-ms", type=int, default=GIF_FRAME_MS, help=f"GIF frame duration (default: {GIF_FRAME_MS})"
     )
     add_sampling_arguments(parser)
-    parser.add_argument(
-        "--output", type=Path, default=Path("outputs"), metavar="DIR", help="default: outputs/"
-    )
+    add_output_folder_argument(parser)
     add_model_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
@@ -62,12 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from retouch.cli.generate import next_index
     from retouch.io.atomic import check_writable
-    from retouch.io.png import save_png
     from retouch.models.loading import load_model
     from retouch.steer.interpolate import interpolate
-    from retouch.steer.strip import save_gif
 
     check_writable(args.output)
     model = load_model(args.model, args.device, args.dtype, args.config)
@@ -80,21 +81,10 @@ def run(args: argparse.Namespace) -> int:
         noise_seed_b=args.noise_seed_b,
         layout_steps=args.layout_steps,
         hold_common=args.hold_common,
-        negative_prompt=args.negative_prompt,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        scheduler=args.scheduler,
-        width=args.width,
-        height=args.height,
-        progress=not args.quiet,
+        **sampling_options(args),
     )
-    stem = args.output / f"{next_index(args.output):05d}-{result.strip_recipe['seed']}"
-    frames = [
-        str(save_png(image, f"{stem}-{k:02d}.png", recipe))
-        for k, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True))
-    ]
-    strip = str(save_png(result.strip, f"{stem}-strip.png", result.strip_recipe))
-    gif = str(save_gif(result.images, f"{stem}.gif", args.frame_ms))
+    saved = result.save(args.output, frame_ms=args.frame_ms)
+    frames, strip, gif = [str(path) for path in saved.files], str(saved.sheet), str(saved.animation)
     payload = {
         "frames": frames,
         "strip": strip,

@@ -62,8 +62,9 @@ def run_clip(args: argparse.Namespace) -> int:
     }
     config = ClipTrainConfig(**overrides)
     try:
-        result = train_clip(config, args.output, args.resume, args.device,
-                            log=lambda m: None if args.json or args.quiet else print(m))  # fmt: skip
+        result = train_clip(
+            config, args.output, args.resume, args.device, log=lambda m: None if args.json or args.quiet else print(m)
+        )
     except FileExistsError as err:
         raise RetouchError(
             f"{args.output} already holds a training run: pass --resume to continue it, or pick another --output"

@@ -28,6 +28,11 @@ PromptEmbedsFn = Callable[[StableDiffusionPipeline, str], torch.Tensor]
 
 @dataclass
 class GenerateResult:
+    """The pictures and the recipes that replay them. Write them with
+    ``retouch.io.outputs.save_numbered(folder, result.images, result.recipes)`` (A1111-style
+    ``NNNNN-SEED.png``): ``core`` sits below ``io`` and imports nothing from it, so this class has
+    no ``save`` of its own."""
+
     images: list[Image.Image]
     recipes: list[dict[str, Any]]  # one per image; each re-creates its image alone
     seconds: list[float]  # wall time per image
@@ -37,6 +42,24 @@ def default_size(pipe: StableDiffusionPipeline) -> tuple[int, int]:
     """(width, height) the UNet was trained at, in pixels."""
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     return side, side
+
+
+def fill_defaults(
+    model: LoadedModel | StableDiffusionPipeline,
+    guidance_scale: float | None,
+    width: int | None,
+    height: int | None,
+    seed: int | None,
+    source: str = "pipeline",
+) -> tuple[LoadedModel, float, int, int, int]:
+    """``(loaded, guidance_scale, width, height, seed)`` with what the caller left as ``None``
+    filled in: the model's recommended guidance scale, the UNet's training size, and a random
+    seed (recorded in the recipe, so the picture still replays). A bare pipeline is wrapped as
+    a ``LoadedModel`` whose recipe names it as ``source``."""
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), source)
+    default_width, default_height = default_size(loaded.pipe)
+    seed = random_seed() if seed is None else seed
+    return loaded, loaded.guidance_scale(guidance_scale), width or default_width, height or default_height, seed
 
 
 def generate(
@@ -67,12 +90,8 @@ def generate(
             ``retouch.steer.style``). By default a prompt with AUTOMATIC1111 weighting syntax such
             as ``(word:1.3)`` goes through ``encode_weighted_prompt``, any other through the pipeline.
     """
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "pipeline")
+    loaded, guidance_scale, width, height, seed = fill_defaults(model, guidance_scale, width, height, seed)
     pipe = loaded.pipe
-    guidance_scale = loaded.guidance_scale(guidance_scale)
-    default_width, default_height = default_size(pipe)
-    width, height = width or default_width, height or default_height
-    seed = random_seed() if seed is None else seed
     check_generate_arguments(num_images, seed, steps, width, height)
     warn_if_truncated(pipe.tokenizer, prompt_text(prompt), "prompt")
     if negative_prompt:

@@ -1,5 +1,6 @@
-"""``retouch evaluate``'s library side: score a folder of outputs, an Imagic eta sweep, or an
-SDEdit strength sweep.
+"""``retouch evaluate``'s library side: score a folder of outputs, or an Imagic eta sweep (the
+SDEdit strength sweep runs edits, so it lives in ``retouch.edit.sweep``). Each returns an
+``Evaluation`` whose ``save`` writes its tables, plot and pictures.
 
 Every metric whose network is missing is skipped with a note naming the file it needs; the others
 still run. PSNR and SSIM (inside and outside a mask) need no weights and always run.
@@ -21,14 +22,14 @@ from PIL import Image
 
 from retouch.errors import RetouchError
 from retouch.io.images import load_image
+from retouch.io.png import save_png
 from retouch.metrics.clip_score import ClipScorer
 from retouch.metrics.fid import FeatureFn, fid_from_features, kid_from_features, load_inception
 from retouch.metrics.lpips import LPIPS, load_lpips, lpips_distance
 from retouch.metrics.masked import masked_metrics
 from retouch.metrics.oracle import oracle_accuracy, oracle_match
-from retouch.metrics.report import json_safe
+from retouch.metrics.report import Curves, json_safe, write_tables
 from retouch.metrics.weights import MissingWeights
-from retouch.models.loading import LoadedModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SKIPPED_SUFFIXES = (".mask.png", ".layer.png")  # an edit's side files, not outputs
@@ -70,9 +71,31 @@ def load_scorers(
 
 @dataclass
 class Evaluation:
-    rows: list[dict[str, Any]]  # one per picture
-    summary: dict[str, Any]  # means, FID, KID, oracle accuracy
-    notes: list[str]
+    """Scores, one row per picture or setting, and what ``save`` writes beside them."""
+
+    rows: list[dict[str, Any]]  # one per picture (a folder) or per setting (a sweep)
+    summary: dict[str, Any]  # means, FID, KID, oracle accuracy; the tables' summary section
+    notes: list[str]  # metrics skipped and why, caveats
+    name: str = "metrics"  # the tables' file stem: NAME.md, NAME.csv, NAME.json
+    counts: dict[str, int] = field(default_factory=dict)  # printed with the summary, not in the tables
+    curves: Curves | None = None  # a plot of the rows, for sweeps
+    pictures: dict[str, tuple[Image.Image, dict[str, Any]]] = field(default_factory=dict)  # file: (image, recipe)
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The summary and counts, as a command line prints them."""
+        return {**self.summary, **self.counts}
+
+    def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write the pictures (each PNG with its recipe), the tables and the plot into ``out_dir``;
+        returns the tables' and the plot's paths by kind (md, csv, json, plot)."""
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for file_name, (picture, recipe) in self.pictures.items():
+            save_png(picture, Path(out_dir) / file_name, recipe)
+        files = write_tables(self.rows, out_dir, self.name, self.summary or None, self.notes)
+        if self.curves is not None:
+            files["plot"] = self.curves.draw(out_dir)
+        return files
 
 
 def read_captions(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -108,10 +131,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise RetouchError(f"not a folder: {folder}")
-    return sorted(
-        p for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.lower().endswith(SKIPPED_SUFFIXES)
-    )  # fmt: skip
+    wanted = (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in wanted if not p.name.lower().endswith(SKIPPED_SUFFIXES))
 
 
 def _match(folder: Path | None, name: str) -> Path | None:
@@ -150,12 +171,14 @@ def evaluate_images(
         ref_path = _match(ref_dir, path.name)
         reference = np.asarray(load_image(ref_path)) if ref_path else None
         if reference is not None and reference.shape != picture.shape:
-            notes.append(f"{path.name}: reference {ref_path.name} is {reference.shape[1]}x{reference.shape[0]}, "
-                         f"the image {picture.shape[1]}x{picture.shape[0]}; reference metrics skipped")  # fmt: skip
+            notes.append(
+                f"{path.name}: reference {ref_path.name} is {reference.shape[1]}x{reference.shape[0]}, "
+                f"the image {picture.shape[1]}x{picture.shape[0]}; reference metrics skipped"
+            )
             reference = None
         if reference is not None:
             reference_pictures.append(reference)
-            row.update(_reference_metrics(picture, reference, _mask(mask_dir, path.name, picture), scorers))
+            row.update(reference_metrics(picture, reference, _mask(mask_dir, path.name, picture), scorers))
         if caption is not None and (match := oracle_match(picture, caption)) is not None:
             row.update({f"oracle_{k}": v for k, v in match.items()})
         rows.append(row)
@@ -193,9 +216,11 @@ def _mask(folder: Path | None, name: str, picture: np.ndarray) -> np.ndarray | N
     return np.asarray(mask) > 127
 
 
-def _reference_metrics(
+def reference_metrics(
     picture: np.ndarray, reference: np.ndarray, mask: np.ndarray | None, scorers: Scorers
 ) -> dict[str, Any]:
+    """Faithfulness of ``picture`` to ``reference``: PSNR and SSIM over the whole picture and, with
+    a ``mask`` (True inside), inside and outside it; LPIPS when its network is loaded."""
     everywhere = np.ones(picture.shape[:2], dtype=bool)
     whole = masked_metrics(reference, picture, everywhere)["inside"]
     row: dict[str, Any] = {"psnr": whole["psnr"], "ssim": whole["ssim"]}
@@ -239,8 +264,10 @@ def _set_metrics(
         return {}
     a, b = features(outputs), features(references)
     if min(len(outputs), len(references)) < a.shape[1]:
-        notes.append(f"FID from {min(len(outputs), len(references))} pictures of {a.shape[1]}-d features "
-                     "is biased and noisy (use thousands); KID is unbiased")  # fmt: skip
+        notes.append(
+            f"FID from {min(len(outputs), len(references))} pictures of {a.shape[1]}-d features "
+            "is biased and noisy (use thousands); KID is unbiased"
+        )
     return {"fid": fid_from_features(a, b), "kid": kid_from_features(a, b), "fid_features": fid_features}
 
 
@@ -277,40 +304,33 @@ def imagic_sweep_scores(report: dict[str, Any], scorers: Scorers) -> list[dict[s
     return rows
 
 
-def sdedit_sweep(
-    model: LoadedModel,
-    image: str | os.PathLike[str],
-    source: str,
-    target: str,
-    strengths: Sequence[float],
-    scorers: Scorers,
-    seed: int = 0,
-    steps: int = 25,
-) -> tuple[list[dict[str, Any]], list[tuple[Image.Image, dict[str, Any]]]]:
-    """SDEdit (``retouch.edit``, method sdedit) at each strength: faithfulness to the input (PSNR,
-    SSIM, 1 - LPIPS) and the edit (CLIP score to the target, its margin over the source caption,
-    and on canonical shapes-64 captions whether the oracle reads the target). Returns the rows and
-    each strength's (picture, recipe)."""
-    from retouch.edit import edit
-
-    pixels = np.asarray(load_image(image))
-    rows, pictures = [], []
-    for strength in strengths:
-        result = edit(
-            model, image, source, target, method="sdedit", strength=float(strength), seed=seed, steps=steps
-        )
-        picture = np.asarray(result.image)
-        row: dict[str, Any] = {"strength": float(strength)}
-        row.update(_reference_metrics(picture, pixels, None, scorers))
-        row["1-lpips"] = 1.0 - row["lpips"] if "lpips" in row else None
-        if scorers.clip is not None:
-            similarity = scorers.clip.similarity([picture], [target, source])[0]
-            row["clip_score"], row["clip_margin"] = float(similarity[0]), float(similarity[0] - similarity[1])
-        if (match := oracle_match(picture, target)) is not None:
-            row["oracle_target"] = match["all"]
-        rows.append(row)
-        pictures.append((result.image, result.recipe))
-    return rows, pictures
+def evaluate_imagic_report(report_path: str | os.PathLike[str], scorers: Scorers) -> Evaluation:
+    """An Imagic eta sweep (the report ``retouch imagic --eta auto`` writes) scored per eta, with a
+    plot of each score against eta and the chosen eta marked."""
+    try:
+        report = json.loads(Path(report_path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RetouchError(f"cannot read the Imagic report {report_path}: {e}") from e
+    if report.get("task") != "imagic" or not report.get("sweep"):
+        raise RetouchError(f"{report_path} is not an Imagic report with a sweep (task 'imagic')")
+    rows = imagic_sweep_scores(report, scorers)
+    judge = str(report.get("judge")).split(" ")[0][:40]
+    labels = [
+        ("clip_score", "CLIP score (target)"),
+        ("1-lpips", "1 - LPIPS (input)"),
+        ("judge_score", f"judge score ({judge})"),
+        ("psnr", "PSNR (input), dB"),
+    ]
+    curves = Curves(
+        x=[row["eta"] for row in rows],
+        series=sweep_series(rows, labels),
+        file_name="imagic_eta.png",
+        xlabel="eta",
+        title=f"Imagic: {report.get('target')}",
+        mark_x=report.get("eta"),
+    )
+    summary = {"eta_chosen": report.get("eta")}
+    return Evaluation(rows, summary, list(scorers.notes), "imagic_sweep", {"etas": len(rows)}, curves)
 
 
 def sweep_series(rows: list[dict[str, Any]], keys: Sequence[tuple[str, str]]) -> dict[str, list[float | None]]:

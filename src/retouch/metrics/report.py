@@ -11,6 +11,7 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,21 @@ def _draw_curves(
         if mark_x is not None:
             axes.axvline(mark_x, color="tab:red", linestyle="--", linewidth=1)
         axes.set_xlabel(xlabel)
+
+
+@dataclass
+class Curves:
+    """A figure of columns against one axis, drawn by ``plot_curves``."""
+
+    x: list[float]  # the swept setting, one value per row
+    series: dict[str, list[float | None]]  # panel label -> one value per x (None: a gap)
+    file_name: str  # the PNG's name in the output folder
+    xlabel: str
+    title: str = ""
+    mark_x: float | None = None  # a dashed line, e.g. at the chosen setting
+
+    def draw(self, out_dir: str | os.PathLike[str]) -> Path:
+        return plot_curves(self.x, self.series, Path(out_dir) / self.file_name, self.xlabel, self.title, self.mark_x)
 
 
 def plot_curves(

@@ -18,8 +18,9 @@ region where the prompts disagree are then frame 0's (``steer.hold``).
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,18 +31,19 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from retouch.core.components import pipe_name, scheduler_swapped
-from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, default_size
+from retouch.core.components import scheduler_swapped
+from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, fill_defaults
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
-from retouch.core.seeding import random_seed
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
 from retouch.errors import RetouchError
+from retouch.io.outputs import SavedFiles, numbered_stem, save_sequence
+from retouch.io.png import save_png
 from retouch.models.loading import LoadedModel
 from retouch.steer.hold import chain, changing_region, keep_pixels, record_latents
 from retouch.steer.share import SharedClock, shared_cross_attention
 from retouch.steer.slerp import slerp
-from retouch.steer.strip import contact_strip
+from retouch.steer.strip import GIF_FRAME_MS, contact_strip, save_gif
 
 DEFAULT_FRAMES = 9
 
@@ -54,6 +56,35 @@ class InterpolateResult:
     seconds: list[float]  # wall time per frame
     strip: Image.Image | None = None  # all frames side by side (None when only some were made)
     strip_recipe: dict[str, Any] = field(default_factory=dict)  # re-creates the strip
+
+    def save(self, folder: str | os.PathLike[str], frame_ms: int = GIF_FRAME_MS) -> SavedFiles:
+        """Write frame ``k`` as ``NNNNN-SEED-KK.png`` (each replays alone), and for a whole path
+        the contact strip ``NNNNN-SEED-strip.png`` and the looping GIF ``NNNNN-SEED.gif``,
+        numbered on from the last A1111-style number in ``folder``."""
+        stem = numbered_stem(folder, self.recipes[0]["seed"])
+        numbers = [recipe["frame"] for recipe in self.recipes]
+        saved = SavedFiles(save_sequence(stem, self.images, self.recipes, numbers))
+        if self.strip is not None:
+            saved.sheet = save_png(self.strip, f"{stem}-strip.png", self.strip_recipe)
+            saved.animation = save_gif(self.images, f"{stem}.gif", frame_ms)
+        return saved
+
+
+@dataclass
+class FramePath:
+    """What every frame of one interpolation shares, prepared once."""
+
+    pipe: StableDiffusionPipeline
+    ts: list[float]  # each frame's position on the path
+    seed: int  # draws the initial latents and the sampler's noise
+    noise_seed_b: int | None  # slerp the initial latents toward this seed's too
+    layout_steps: int  # steps taken on the path's midpoint
+    embeds_a: torch.Tensor  # (1, tokens, dim)
+    embeds_b: torch.Tensor  # (1, tokens, dim)
+    latents_shape: tuple[int, ...]  # (1, channels, height / 8, width / 8)
+    call: dict[str, Any]  # the pipeline call's arguments common to every frame
+    negative_pair: torch.Tensor | None  # (2, tokens, dim): the held frames' batch [A, frame]
+    progress: bool
 
 
 def frame_positions(frames: int) -> list[float]:
@@ -104,13 +135,55 @@ def interpolate(
             picture, and no ``layout_steps``. Frame 0 is unchanged by it; each other frame costs
             two samplings. An ancestral sampler draws the frames' step noise for the pair.
     """
-    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
+    loaded, guidance_scale, width, height, seed = fill_defaults(model, guidance_scale, width, height, seed, "folder")
     pipe = loaded.pipe
-    guidance_scale = loaded.guidance_scale(guidance_scale)
-    default_width, default_height = default_size(pipe)
-    width, height = width or default_width, height or default_height
-    seed = random_seed() if seed is None else seed
     ts = frame_positions(frames)
+    check_interpolate_arguments(frames, frame, seed, noise_seed_b, steps, width, height, layout_steps, hold_common)
+    for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
+        warn_if_truncated(pipe.tokenizer, prompt_text(text), what)
+
+    path = prepare_path(
+        pipe,
+        prompt_a=prompt_a,
+        prompt_b=prompt_b,
+        negative_prompt=negative_prompt,
+        ts=ts,
+        seed=seed,
+        noise_seed_b=noise_seed_b,
+        layout_steps=layout_steps,
+        held=bool(hold_common),
+        call={"num_inference_steps": steps, "guidance_scale": guidance_scale, "width": width, "height": height},
+        progress=progress,
+    )
+    recipe = {
+        "task": "interpolate",
+        "prompt": f"{prompt_a} -> {prompt_b}",  # for AUTOMATIC1111's parameters text; not read back
+        **{"prompt_a": prompt_a, "prompt_b": prompt_b, "negative_prompt": negative_prompt, "frames": frames},
+        **{"seed": seed, "noise_seed_b": noise_seed_b, "layout_steps": layout_steps, "hold_common": hold_common},
+        **{"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler},
+        **{"width": width, "height": height, **loaded.recipe_fields()},
+    }
+    indices = range(frames) if frame is None else [frame]
+    with scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
+        if hold_common:
+            images, seconds = sample_held_frames(path, indices, prompt_a, prompt_b, round(hold_common * steps))
+        else:
+            images, seconds = sample_frames(path, indices)
+    return report_frames(path, indices, images, seconds, recipe, whole=frame is None)
+
+
+def check_interpolate_arguments(
+    frames: int,
+    frame: int | None,
+    seed: int,
+    noise_seed_b: int | None,
+    steps: int,
+    width: int,
+    height: int,
+    layout_steps: int,
+    hold_common: float,
+) -> None:
+    """Refuse settings that cannot make a path, with the reason, before any sampling."""
     check_generate_arguments(1, seed, steps, width, height)
     if noise_seed_b is not None:
         check_generate_arguments(1, noise_seed_b, steps, width, height)
@@ -122,101 +195,136 @@ def interpolate(
         raise RetouchError("layout_steps and hold_common are two ways to keep the layout; choose one")
     if frame is not None and not 0 <= frame < frames:
         raise RetouchError(f"frame must be between 0 and {frames - 1}, got {frame}")
-    for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
-        warn_if_truncated(pipe.tokenizer, prompt_text(text), what)
 
+
+def prepare_path(
+    pipe: StableDiffusionPipeline,
+    *,
+    prompt_a: str,
+    prompt_b: str,
+    negative_prompt: str,
+    ts: list[float],
+    seed: int,
+    noise_seed_b: int | None,
+    layout_steps: int,
+    held: bool,
+    call: dict[str, Any],
+    progress: bool,
+) -> FramePath:
+    """Encode the two prompts and the negative prompt once for every frame."""
     embeds_a = encode_weighted_prompt(pipe, prompt_a)  # (1, tokens, dim)
     embeds_b = encode_weighted_prompt(pipe, prompt_b)
     negative_embeds = encode_if_weighted(pipe, negative_prompt)
     scale = pipe.vae_scale_factor
-    latents_shape = (1, pipe.unet.config.in_channels, height // scale, width // scale)  # (1, channels, h, w)
-
-    recipe = {
-        "task": "interpolate",
-        "prompt": f"{prompt_a} -> {prompt_b}",  # for AUTOMATIC1111's parameters text; not read back
-        "prompt_a": prompt_a,
-        "prompt_b": prompt_b,
-        "negative_prompt": negative_prompt,
-        "frames": frames,
-        "seed": seed,
-        "noise_seed_b": noise_seed_b,
-        "layout_steps": layout_steps,
-        "hold_common": hold_common,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "scheduler": scheduler,
-        "width": width,
-        "height": height,
-        **loaded.recipe_fields(),
-    }
-    indices = range(frames) if frame is None else [frame]
+    latents_shape = (1, pipe.unet.config.in_channels, call["height"] // scale, call["width"] // scale)
     negative_pair = None  # the held frames' batch [A, frame] needs the negative encoded, once
-    if hold_common:
+    if held:
         negative = negative_embeds if negative_embeds is not None else encode_weighted_prompt(pipe, negative_prompt)
         negative_pair = torch.cat([negative, negative])
-    result = InterpolateResult([], [], [], [])
     call = {
         "negative_prompt": None if negative_embeds is not None else negative_prompt or None,
         "negative_prompt_embeds": negative_embeds,
-        "num_inference_steps": steps,
-        "guidance_scale": guidance_scale,
-        "width": width,
-        "height": height,
+        **call,
     }
+    return FramePath(
+        pipe=pipe,
+        ts=ts,
+        seed=seed,
+        noise_seed_b=noise_seed_b,
+        layout_steps=layout_steps,
+        embeds_a=embeds_a,
+        embeds_b=embeds_b,
+        latents_shape=latents_shape,
+        call=call,
+        negative_pair=negative_pair,
+        progress=progress,
+    )
 
-    def sample(k: int, shared: int = 0, record: list | None = None) -> Image.Image:
-        """Frame ``k``; ``shared``: steps for which it takes prompt A's cross-attention maps,
-        sampled beside A in one batch; ``record`` collects its latents after every step."""
-        t = ts[k]
-        pipe.set_progress_bar_config(disable=not progress, leave=False, desc=f"frame {k + 1}/{frames}")
-        latents, generator = initial_latents(pipe, latents_shape, seed, embeds_a.dtype)
-        if noise_seed_b is not None:
-            latents_b, _ = initial_latents(pipe, latents_shape, noise_seed_b, embeds_a.dtype)
-            latents = slerp(latents.flatten(), latents_b.flatten(), t).view(latents_shape)
-        embeds = slerp(embeds_a, embeds_b, t)  # token by token
-        layout = slerp(embeds_a, embeds_b, 0.5) if layout_steps else embeds
-        callback = swap_prompt_embeds(layout_steps, embeds) if layout_steps else None
-        if record is not None:
-            callback = chain(callback, record_latents(record))
-        arguments = {**call, "prompt_embeds": layout, "latents": latents}
-        clock = SharedClock(until=shared)
-        if shared:  # the batch [A, frame k]: A's maps go to the frame (steer.share)
-            arguments.update(prompt_embeds=torch.cat([embeds_a, embeds]), latents=torch.cat([latents, latents]),
-                             negative_prompt=None, negative_prompt_embeds=negative_pair)  # fmt: skip
-            callback = chain(clock.callback(), callback)
-        with shared_cross_attention(pipe.unet, clock) if shared else nullcontext():
-            output = pipe(
-                generator=generator,
-                callback_on_step_end=callback,
-                callback_on_step_end_tensor_inputs=["prompt_embeds", "latents"],
-                **arguments,
-            )
-        return output.images[-1]
 
-    with scheduler_swapped(pipe, make_scheduler(scheduler, pipe.scheduler.config)):
-        first, first_seconds = None, 0.0
-        if hold_common:  # frame 0 alone, and where the prompts disagree on its picture
-            start = time.perf_counter()
-            trajectory: list[torch.Tensor] = []
-            first = sample(0, record=trajectory)
-            first_seconds = time.perf_counter() - start
-            first_pixels = np.asarray(first.convert("RGB"))  # (H, W, 3)
-            changing = changing_region(pipe, trajectory[-1], prompt_a, prompt_b, embeds_a, embeds_b, seed)
-        for k in indices:
-            start = time.perf_counter()
-            if first is None:
-                image = sample(k)
-            elif k == 0:
-                image = first
-            else:  # A's layout, and the shared region's pixels are frame 0's
-                own = np.asarray(sample(k, shared=round(hold_common * steps)).convert("RGB"))
-                image = Image.fromarray(keep_pixels(first_pixels, own, changing))
-            result.images.append(image)
-            result.recipes.append({**recipe, "prompt": f"{prompt_a} -> {prompt_b} (t={ts[k]:.3f})", "frame": k})
-            result.ts.append(ts[k])
-            result.seconds.append(first_seconds if k == 0 and first is not None else time.perf_counter() - start)
-    if frame is None:
-        result.strip, result.strip_recipe = contact_strip(result.images), recipe
+def sample_frame(path: FramePath, k: int, shared: int = 0, record: list | None = None) -> Image.Image:
+    """Frame ``k``; ``shared``: steps for which it takes prompt A's cross-attention maps,
+    sampled beside A in one batch; ``record`` collects its latents after every step."""
+    pipe, t = path.pipe, path.ts[k]
+    pipe.set_progress_bar_config(disable=not path.progress, leave=False, desc=f"frame {k + 1}/{len(path.ts)}")
+    latents, generator = initial_latents(pipe, path.latents_shape, path.seed, path.embeds_a.dtype)
+    if path.noise_seed_b is not None:
+        latents_b, _ = initial_latents(pipe, path.latents_shape, path.noise_seed_b, path.embeds_a.dtype)
+        latents = slerp(latents.flatten(), latents_b.flatten(), t).view(path.latents_shape)
+    embeds = slerp(path.embeds_a, path.embeds_b, t)  # token by token
+    layout = slerp(path.embeds_a, path.embeds_b, 0.5) if path.layout_steps else embeds
+    callback = swap_prompt_embeds(path.layout_steps, embeds) if path.layout_steps else None
+    if record is not None:
+        callback = chain(callback, record_latents(record))
+    arguments = {**path.call, "prompt_embeds": layout, "latents": latents}
+    clock = SharedClock(until=shared)
+    if shared:  # the batch [A, frame k]: A's maps go to the frame (steer.share)
+        arguments.update(
+            prompt_embeds=torch.cat([path.embeds_a, embeds]),
+            latents=torch.cat([latents, latents]),
+            negative_prompt=None,
+            negative_prompt_embeds=path.negative_pair,
+        )
+        callback = chain(clock.callback(), callback)
+    with shared_cross_attention(pipe.unet, clock) if shared else nullcontext():
+        output = pipe(
+            generator=generator,
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["prompt_embeds", "latents"],
+            **arguments,
+        )
+    return output.images[-1]
+
+
+def sample_frames(path: FramePath, indices: Sequence[int]) -> tuple[list[Image.Image], list[float]]:
+    """The frames ``indices``, each on its own, and the wall time of each."""
+    images, seconds = [], []
+    for k in indices:
+        start = time.perf_counter()
+        images.append(sample_frame(path, k))
+        seconds.append(time.perf_counter() - start)
+    return images, seconds
+
+
+def sample_held_frames(
+    path: FramePath, indices: Sequence[int], prompt_a: str, prompt_b: str, shared: int
+) -> tuple[list[Image.Image], list[float]]:
+    """Frame 0 alone and where the prompts disagree on its picture; then every other frame of
+    ``indices`` with A's layout (``shared`` steps of A's maps), its shared region frame 0's pixels."""
+    start = time.perf_counter()
+    trajectory: list[torch.Tensor] = []
+    first = sample_frame(path, 0, record=trajectory)
+    first_seconds = time.perf_counter() - start
+    first_pixels = np.asarray(first.convert("RGB"))  # (H, W, 3)
+    changing = changing_region(
+        path.pipe, trajectory[-1], prompt_a, prompt_b, path.embeds_a, path.embeds_b, path.seed
+    )
+    images, seconds = [], []
+    for k in indices:
+        start = time.perf_counter()
+        if k == 0:
+            images.append(first)
+            seconds.append(first_seconds)
+            continue
+        own = np.asarray(sample_frame(path, k, shared=shared).convert("RGB"))
+        images.append(Image.fromarray(keep_pixels(first_pixels, own, changing)))
+        seconds.append(time.perf_counter() - start)
+    return images, seconds
+
+
+def report_frames(
+    path: FramePath,
+    indices: Sequence[int],
+    images: list[Image.Image],
+    seconds: list[float],
+    recipe: dict[str, Any],
+    whole: bool,
+) -> InterpolateResult:
+    """Each frame's recipe (it replays that frame alone) and, for the whole path, the strip."""
+    name = recipe["prompt"]
+    recipes = [{**recipe, "prompt": f"{name} (t={path.ts[k]:.3f})", "frame": k} for k in indices]
+    result = InterpolateResult(images, recipes, [path.ts[k] for k in indices], seconds)
+    if whole:
+        result.strip, result.strip_recipe = contact_strip(images), recipe
     return result
 
 

@@ -101,8 +101,11 @@ def shared_cross_attention(unet: UNet2DConditionModel, clock: SharedClock) -> It
     """Within the block, ``unet``'s cross-attention layers share maps as ``clock`` says; its
     processors (self-attention's included) are put back afterwards, even on error."""
     saved = unet.attn_processors
-    cross = {f"{name}.processor" for name, module in unet.named_modules()
-             if isinstance(module, Attention) and module.is_cross_attention}  # fmt: skip
+    cross = {
+        f"{name}.processor"
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and module.is_cross_attention
+    }
     shared = SharedCrossAttnProcessor(clock)
     unet.set_attn_processor({name: shared if name in cross else p for name, p in saved.items()})
     try:

@@ -1,9 +1,13 @@
-"""Style strength by latent vector augmentation in text-embedding space.
+"""Style amount by latent vector augmentation in text-embedding space.
 
 Bin Qi, "Latent space manipulation of stable diffusion model for image generation", section 2.3:
 the conditioning is ``slerp(e, e + v, theta)`` with ``e`` the prompt's embeddings and ``v`` the
 style's direction, so ``theta = 0`` is the plain prompt, ``theta > 0`` strengthens the style and
 ``theta < 0`` weakens it. The paper sees Stable Diffusion's pictures break down past about 0.4.
+
+retouch calls theta the style's ``amount``: ``strength`` is the img2img noise level everywhere
+else (diffusers' word), so the style's own word keeps the two apart. The old keyword ``strength``,
+the CLI flag ``--strength`` and the recipe key ``"strength"`` are still accepted.
 
 Two directions ``v``:
 - ``"prompt"`` (default): ``E(prompt) - E(prompt without the phrase)``, what the phrase adds to
@@ -14,6 +18,7 @@ Two directions ``v``:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -27,6 +32,8 @@ from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
 from retouch.core.seeding import random_seed
 from retouch.core.weighting import encode_weighted_prompt
 from retouch.errors import RetouchError
+from retouch.io.outputs import SavedFiles, numbered_stem, save_sequence
+from retouch.io.png import save_png
 from retouch.models.loading import LoadedModel
 from retouch.steer.slerp import slerp
 from retouch.steer.strip import contact_strip
@@ -35,9 +42,26 @@ logger = logging.getLogger(__name__)
 
 StyleDirection = Literal["prompt", "phrase"]
 STYLE_DIRECTIONS: tuple[str, ...] = get_args(StyleDirection)
-DEFAULT_STYLE_STRENGTH = 0.3
+DEFAULT_STYLE_AMOUNT = 0.3
+DEFAULT_STYLE_STRENGTH = DEFAULT_STYLE_AMOUNT  # the old name, kept for scripts that import it
 DEFAULT_STYLE_DIRECTION: StyleDirection = "prompt"
-SAFE_STRENGTHS = (-1.0, 2.0)  # outside this range pictures fall apart; we warn, not refuse
+SAFE_AMOUNTS = (-1.0, 2.0)  # outside this range pictures fall apart; we warn, not refuse
+
+
+def style_amount(amount: float | None, strength: float | None, default: float | None = DEFAULT_STYLE_AMOUNT) -> float:
+    """The style amount theta from ``amount`` or its old name ``strength`` (one of them, or ``default``).
+
+    Recipes and batch jobs written before the rename carry ``"strength"``; they must still replay.
+    """
+    if strength is not None:
+        if amount is not None and amount != strength:
+            raise RetouchError(f"amount {amount} and strength {strength} (its old name) disagree; pass amount")
+        amount = strength
+    if amount is None:
+        if default is None:
+            raise RetouchError("the style amount (theta) is missing")
+        amount = default
+    return amount
 
 
 def remove_phrase(prompt: str, phrase: str) -> str:
@@ -82,13 +106,11 @@ def check_direction(direction: str) -> None:
         raise RetouchError(f"unknown style direction {direction!r}; choose one of: {choices}")
 
 
-def check_strength(strength: float) -> None:
-    """Warn when ``strength`` lies outside the range where pictures usually hold together."""
-    low, high = SAFE_STRENGTHS
-    if not low <= strength <= high:
-        logger.warning(
-            "style strength %g is outside [%g, %g]; expect the picture to break down", strength, low, high
-        )
+def check_amount(amount: float) -> None:
+    """Warn when ``amount`` lies outside the range where pictures usually hold together."""
+    low, high = SAFE_AMOUNTS
+    if not low <= amount <= high:
+        logger.warning("style amount %g is outside [%g, %g]; expect the picture to break down", amount, low, high)
 
 
 @torch.no_grad()
@@ -96,22 +118,26 @@ def style_embeddings(
     pipe: StableDiffusionPipeline,
     prompt: str,
     phrase: str,
-    strength: float,
+    amount: float | None = None,
     direction: StyleDirection = DEFAULT_STYLE_DIRECTION,
+    *,
+    strength: float | None = None,
 ) -> torch.Tensor:
-    """``prompt_embeds`` for ``prompt`` with the style ``phrase`` at ``strength`` (theta).
+    """``prompt_embeds`` for ``prompt`` with the style ``phrase`` at ``amount`` (theta).
 
-    Pass the result as ``prompt_embeds`` to a Stable Diffusion pipeline call. At ``strength == 0``
+    Pass the result as ``prompt_embeds`` to a Stable Diffusion pipeline call. At ``amount == 0``
     it is exactly ``encode_weighted_prompt(pipe, prompt)``, i.e. the plain pipeline's encoding.
+    ``strength`` is ``amount``'s old name, still accepted.
     """
-    check_strength(strength)
+    amount = style_amount(amount, strength, default=None)
+    check_amount(amount)
     embeds = encode_weighted_prompt(pipe, prompt)  # (1, tokens, dim)
     v = style_direction(pipe, prompt, phrase, direction)
-    return slerp(embeds, embeds + v, strength)  # Qi, section 2.3
+    return slerp(embeds, embeds + v, amount)  # Qi, section 2.3
 
 
 def parse_sweep(spec: str) -> list[float]:
-    """``"a:b:n"`` -> ``n`` evenly spaced strengths from ``a`` to ``b`` inclusive."""
+    """``"a:b:n"`` -> ``n`` evenly spaced amounts from ``a`` to ``b`` inclusive."""
     parts = spec.split(":")
     try:
         if len(parts) != 3:
@@ -120,7 +146,7 @@ def parse_sweep(spec: str) -> list[float]:
     except ValueError:
         raise RetouchError(f"bad sweep {spec!r}; write START:STOP:COUNT, e.g. -0.5:1:7") from None
     if count < 1:
-        raise RetouchError(f"a sweep needs at least one strength, got {count} in {spec!r}")
+        raise RetouchError(f"a sweep needs at least one amount, got {count} in {spec!r}")
     if count == 1:
         return [start]
     return [round(start + (stop - start) * i / (count - 1), 10) for i in range(count)]
@@ -130,7 +156,7 @@ def stylize(
     model: LoadedModel | StableDiffusionPipeline,
     prompt: str,
     style: str,
-    strength: float = DEFAULT_STYLE_STRENGTH,
+    amount: float | None = None,
     direction: StyleDirection = DEFAULT_STYLE_DIRECTION,
     negative_prompt: str = "",
     num_images: int = 1,
@@ -141,13 +167,17 @@ def stylize(
     width: int | None = None,
     height: int | None = None,
     progress: bool = False,
+    *,
+    strength: float | None = None,
 ) -> GenerateResult:
-    """``generate`` with the style ``style`` at ``strength``; every other input stays fixed.
+    """``generate`` with the style ``style`` at ``amount`` (theta); every other input stays fixed.
 
-    The same seed draws the same initial latents at every strength, and ``strength == 0`` gives
-    the pixels of ``generate(model, prompt, seed=seed, ...)`` bit for bit.
+    The same seed draws the same initial latents at every amount, and ``amount == 0`` gives
+    the pixels of ``generate(model, prompt, seed=seed, ...)`` bit for bit. ``amount`` defaults
+    to ``DEFAULT_STYLE_AMOUNT``; ``strength`` is its old name, still accepted.
     """
     check_direction(direction)
+    amount = style_amount(amount, strength)
     result = generate(
         model,
         prompt,
@@ -160,21 +190,33 @@ def stylize(
         width=width,
         height=height,
         progress=progress,
-        prompt_embeds_fn=lambda pipe, text: style_embeddings(pipe, text, style, strength, direction),
+        prompt_embeds_fn=lambda pipe, text: style_embeddings(pipe, text, style, amount, direction),
     )
-    style_fields = {"task": "style", "style": style, "strength": strength, "direction": direction}
+    style_fields = {"task": "style", "style": style, "amount": amount, "direction": direction}
     result.recipes = [{**recipe, **style_fields} for recipe in result.recipes]
     return result
 
 
 @dataclass
 class SweepResult:
-    images: list[Image.Image]  # one per strength, in order
+    images: list[Image.Image]  # one per amount, in order
     recipes: list[dict[str, Any]]  # one per image; each re-creates its image alone
-    strengths: list[float]
+    amounts: list[float]  # the style amount (theta) of each image
     seconds: list[float]
     grid: Image.Image  # the images in one row, weakest style on the left
     grid_recipe: dict[str, Any]  # re-creates the grid
+
+    @property
+    def strengths(self) -> list[float]:
+        """``amounts``' old name."""
+        return self.amounts
+
+    def save(self, folder: str | os.PathLike[str]) -> SavedFiles:
+        """Write ``NNNNN-SEED-KK.png`` per amount and the grid ``NNNNN-SEED-sweep.png``, each with
+        its recipe, numbered on from the last A1111-style number in ``folder``."""
+        stem = numbered_stem(folder, self.grid_recipe["seed"])
+        files = save_sequence(stem, self.images, self.recipes)
+        return SavedFiles(files, save_png(self.grid, f"{stem}-sweep.png", self.grid_recipe))
 
 
 def style_sweep(
@@ -186,16 +228,16 @@ def style_sweep(
     seed: int | None = None,
     **kwargs: Any,
 ) -> SweepResult:
-    """``stylize`` at each strength of ``sweep`` (``"a:b:n"``) with one seed, and their grid.
+    """``stylize`` at each amount of ``sweep`` (``"a:b:n"``) with one seed, and their grid.
 
     ``kwargs`` are ``stylize``'s (negative prompt, steps, guidance scale, scheduler, size, progress).
     """
-    strengths = parse_sweep(sweep)
+    amounts = parse_sweep(sweep)
     seed = random_seed() if seed is None else seed
-    results = [stylize(model, prompt, style, theta, direction, seed=seed, **kwargs) for theta in strengths]
+    results = [stylize(model, prompt, style, theta, direction, seed=seed, **kwargs) for theta in amounts]
     images = [result.images[0] for result in results]
     recipes = [result.recipes[0] for result in results]
-    grid_recipe = {key: value for key, value in recipes[0].items() if key != "strength"}
+    grid_recipe = {key: value for key, value in recipes[0].items() if key != "amount"}
     grid_recipe["sweep"] = sweep
     seconds = [result.seconds[0] for result in results]
-    return SweepResult(images, recipes, strengths, seconds, contact_strip(images), grid_recipe)
+    return SweepResult(images, recipes, amounts, seconds, contact_strip(images), grid_recipe)
