@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from retouch.core.generate import generate
     from retouch.errors import RetouchError
     from retouch.io.atomic import check_writable
-    from retouch.io.outputs import save_numbered
     from retouch.models.loading import load_model
     from retouch.steer.style import style_amount, stylize
 
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         amount = style_amount(args.style_amount, None)
         generate = partial(stylize, style=args.style, amount=amount, direction=args.style_direction)
     result = generate(model, args.prompt, num_images=args.num_images, seed=args.seed, **sampling_options(args))
-    files = [str(path) for path in save_numbered(args.output, result.images, result.recipes)]
+    files = [str(path) for path in result.save(args.output)]
     payload = {
         "files": files,
         "seeds": [recipe["seed"] for recipe in result.recipes],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.seeding import MAX_SEED, random_seed
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
 from retouch.errors import RetouchError
+from retouch.io.outputs import save_numbered
 from retouch.models.loading import FALLBACK_GUIDANCE_SCALE, LoadedModel
 
 DEFAULT_GUIDANCE_SCALE = FALLBACK_GUIDANCE_SCALE  # for models that recommend no scale
@@ -28,14 +31,16 @@ PromptEmbedsFn = Callable[[StableDiffusionPipeline, str], torch.Tensor]
 
 @dataclass
 class GenerateResult:
-    """The pictures and the recipes that replay them. Write them with
-    ``retouch.io.outputs.save_numbered(folder, result.images, result.recipes)`` (A1111-style
-    ``NNNNN-SEED.png``): ``core`` sits below ``io`` and imports nothing from it, so this class has
-    no ``save`` of its own."""
+    """The pictures and the recipes that replay them."""
 
     images: list[Image.Image]
     recipes: list[dict[str, Any]]  # one per image; each re-creates its image alone
     seconds: list[float]  # wall time per image
+
+    def save(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Write each picture with its recipe as ``folder/NNNNN-SEED.png`` (AUTOMATIC1111's
+        numbering, on from the folder's last file), atomically; returns the paths."""
+        return save_numbered(folder, self.images, self.recipes)
 
 
 def default_size(pipe: StableDiffusionPipeline) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from retouch.errors import RetouchError
+from retouch.io.a1111 import A1111_SAMPLERS
 
 DEFAULT_STEPS = 25  # denoising steps when none are given, for every method
 
@@ -31,11 +32,11 @@ class SchedulerSpec:
 
 SCHEDULERS: Mapping[str, SchedulerSpec] = MappingProxyType(
     {
-        "lms": SchedulerSpec(LMSDiscreteScheduler, "LMS"),
-        "ddim": SchedulerSpec(DDIMScheduler, "DDIM"),
-        "euler": SchedulerSpec(EulerDiscreteScheduler, "Euler"),
-        "euler-a": SchedulerSpec(EulerAncestralDiscreteScheduler, "Euler a"),
-        "dpm++": SchedulerSpec(DPMSolverMultistepScheduler, "DPM++ 2M"),
+        "lms": SchedulerSpec(LMSDiscreteScheduler, A1111_SAMPLERS["lms"]),
+        "ddim": SchedulerSpec(DDIMScheduler, A1111_SAMPLERS["ddim"]),
+        "euler": SchedulerSpec(EulerDiscreteScheduler, A1111_SAMPLERS["euler"]),
+        "euler-a": SchedulerSpec(EulerAncestralDiscreteScheduler, A1111_SAMPLERS["euler-a"]),
+        "dpm++": SchedulerSpec(DPMSolverMultistepScheduler, A1111_SAMPLERS["dpm++"]),
     }
 )
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
@@ -53,11 +54,3 @@ def scheduler_spec(name: str) -> SchedulerSpec:
 def make_scheduler(name: str, config: Mapping[str, Any]) -> SchedulerMixin:
     """Build scheduler ``name`` from a pipeline's scheduler config (betas, timestep spacing...)."""
     return scheduler_spec(name).cls.from_config(config)
-
-
-def scheduler_from_a1111_name(a1111_name: str) -> str:
-    """``"Euler a"`` -> ``"euler-a"``; the inverse of ``SchedulerSpec.a1111_name``."""
-    for name, spec in SCHEDULERS.items():
-        if spec.a1111_name == a1111_name:
-            return name
-    raise RetouchError(f"unknown sampler {a1111_name!r} in PNG parameters")

@@ -22,8 +22,8 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from retouch.core.schedulers import scheduler_from_a1111_name, scheduler_spec
 from retouch.errors import RetouchError
+from retouch.io.a1111 import a1111_sampler, scheduler_from_a1111_name
 from retouch.io.atomic import atomic_write_bytes
 from retouch.io.images import load_image
 
@@ -48,7 +48,7 @@ def format_parameters(recipe: dict[str, Any]) -> str:
         lines.append(NEGATIVE_PREFIX + recipe["negative_prompt"])
     fields = {
         "Steps": recipe["steps"],
-        "Sampler": scheduler_spec(recipe["scheduler"]).a1111_name,
+        "Sampler": a1111_sampler(recipe["scheduler"]),
         "CFG scale": f"{float(recipe['guidance_scale']):g}",
         "Seed": recipe["seed"],
         "Size": f"{recipe['width']}x{recipe['height']}",

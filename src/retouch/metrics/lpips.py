@@ -65,7 +65,7 @@ class _AlexNetSlices(nn.Module):
             nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=False),
             nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=False),
             nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=False),
-        ]  # fmt: skip
+        ]
         bounds = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
         for k, (start, stop) in enumerate(bounds, 1):
             modules = OrderedDict((str(i), layers[i]) for i in range(start, stop))

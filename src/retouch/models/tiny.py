@@ -20,7 +20,7 @@ DEFAULT_WORDS: tuple[str, ...] = (
     "a", "an", "on", "background", "pastel", "small", "large",
     "red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black", "gray",
     "circle", "square", "triangle", "cross", "star",
-)  # fmt: skip
+)
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 

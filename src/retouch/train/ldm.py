@@ -370,8 +370,8 @@ class Trainer:
                 per_cell = per_cell * foreground_weights(foreground[idx], c.foreground_loss_share)
             per_sample = per_cell.mean(dim=(1, 2))
             if c.min_snr_gamma > 0:
-                per_sample = per_sample * min_snr_weights(compute_snr(noise_scheduler, t), c.min_snr_gamma,
-                                                          c.prediction_type)  # fmt: skip
+                snr = compute_snr(noise_scheduler, t)
+                per_sample = per_sample * min_snr_weights(snr, c.min_snr_gamma, c.prediction_type)
             loss = per_sample.mean()
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(params, 1.0)
