@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,12 +16,26 @@ from safetensors.torch import load_file
 from transformers import CLIPModel, CLIPProcessor
 
 from retouch.cli import main
-from retouch.train.clip import ClipTrainConfig, pixel_values, retrieval_accuracy, train_clip
+from retouch.train.clip import (
+    RETRIEVAL_SCENES,
+    RETRIEVAL_SEED,
+    ClipTrainConfig,
+    pixel_values,
+    retrieval_accuracy,
+    save_untrained_clip,
+    tokens,
+    train_clip,
+)
+from retouch.train.data import Shapes64Source
 from retouch.worlds import shapes64
 
 TINY = ClipTrainConfig(steps=4, batch_size=8, warmup_steps=1, vision_hidden=32, vision_layers=1, vision_heads=2,
                        text_hidden=32, text_layers=1, text_heads=2, projection_dim=16, checkpoint_every=2,
                        log_every=2)  # fmt: skip
+
+
+LEARNS = replace(TINY, steps=24, batch_size=16, checkpoint_every=24, log_every=24)  # learns something in 2 s
+HELD_OUT = 32  # scenes in the fixed batch the loss is measured on, drawn with a seed no step uses
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +64,29 @@ def test_trains_and_saves_a_loadable_clip(trained):
     assert retrieval_accuracy(model, processor) == pytest.approx(result.retrieval_top1)
     loss_log = [json.loads(line) for line in (result.folder / "work" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in loss_log] == [2, 4]
+
+
+def held_out_loss(folder) -> float:
+    """The contrastive loss of the CLIP saved in ``folder`` on one fixed batch of unseen scenes."""
+    model, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
+    pictures, captions = Shapes64Source().sample(np.random.default_rng(777), HELD_OUT)
+    with torch.no_grad():
+        out = model(**tokens(processor, captions), pixel_values=pixel_values(processor, pictures), return_loss=True)
+    return float(out.loss)
+
+
+def test_training_beats_chance(tmp_path):
+    """24 steps take the loss on unseen scenes below the untrained model's (4.23, checked once)
+    and below ln(32), the loss of a uniform guess; and retrieval top-1 well above chance."""
+    untrained = held_out_loss(save_untrained_clip(tmp_path / "untrained", LEARNS))
+    result = train_clip(LEARNS, tmp_path / "trained", device="cpu", log=lambda _: None)
+    trained = held_out_loss(result.folder)
+    assert untrained == pytest.approx(4.2316, abs=0.01)
+    assert trained < math.log(HELD_OUT) < untrained, (untrained, trained)  # 2.94 when checked
+    _, captions = Shapes64Source().sample(np.random.default_rng(RETRIEVAL_SEED), RETRIEVAL_SCENES)
+    repeats = Counter(captions)
+    chance = float(np.mean([repeats[c] / len(captions) for c in captions]))  # 0.011: a few captions repeat
+    assert result.retrieval_top1 > 3 * chance, (result.retrieval_top1, chance)  # 0.05 when checked
 
 
 def test_resume_matches_an_uninterrupted_run(trained, tmp_path):

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from retouch.errors import RetouchError
 from retouch.metrics.clip_score import ClipScorer
-from retouch.metrics.fid import fid_from_features, frechet_distance, kid_from_features, load_inception
+from retouch.metrics.fid import fid_from_features, kid_from_features, load_inception
 from retouch.metrics.lpips import LPIPS, load_lpips, lpips_distance
 from retouch.metrics.oracle import oracle_accuracy, oracle_match
 from retouch.metrics.report import plot_curves, plot_edit_panel, write_tables
@@ -26,15 +26,22 @@ TINY_CLIP = ClipTrainConfig(vision_hidden=32, vision_layers=1, vision_heads=2, t
                             text_heads=2, projection_dim=16)  # fmt: skip
 
 
-def test_frechet_distance_of_known_gaussians():
+def samples_with(mean: np.ndarray, cov: np.ndarray, n: int = 50, seed: int = 0) -> np.ndarray:
+    """(n, dim) samples whose sample mean and (unbiased) sample covariance are exactly ``mean``, ``cov``."""
+    z = np.random.default_rng(seed).normal(size=(n, len(mean)))
+    z -= z.mean(axis=0)
+    white = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T  # sample covariance: identity
+    return white @ np.linalg.cholesky(cov).T + mean
+
+
+def test_fid_of_known_gaussians():
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
     var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
     # diagonal covariances: ||mu1 - mu2||^2 + sum (sqrt(var1) - sqrt(var2))^2 = 5 + (4 + 1 + 0)
-    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(10.0, abs=1e-9)
+    a, b = samples_with(mu1, np.diag(var1)), samples_with(mu2, np.diag(var2), seed=1)
+    assert fid_from_features(a, b) == pytest.approx(10.0, abs=1e-9)
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]  # same Gaussians, rotated
-    rotated = frechet_distance(rotation @ mu1, rotation @ np.diag(var1) @ rotation.T,
-                               rotation @ mu2, rotation @ np.diag(var2) @ rotation.T)  # fmt: skip
-    assert rotated == pytest.approx(10.0, abs=1e-6)
+    assert fid_from_features(a @ rotation.T, b @ rotation.T) == pytest.approx(10.0, abs=1e-6)
 
 
 def test_fid_from_samples():

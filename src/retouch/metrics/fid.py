@@ -1,6 +1,8 @@
 """FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) from image features.
 
-The maths are plain functions of feature arrays. The features come from a local network:
+The maths are torchmetrics' (``FrechetInceptionDistance`` fed the given features through an
+identity extractor; ``poly_mmd`` on each KID subset), called on feature arrays. The features come
+from a local network:
 - ``--inception PATH``: the TorchScript Inception-v3 that StyleGAN2-ADA, StyleGAN3 and clean-fid use
   (``inception-2015-12-05.pt``; called as ``net(uint8 NCHW, return_features=True)`` -> (n, 2048)),
   loaded with ``torch.jit.load`` (no torchvision, no download);
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import poly_mmd
 
 from retouch.errors import RetouchError
 from retouch.metrics.weights import MissingWeights, metrics_dir
@@ -28,30 +31,31 @@ KID_SUBSET_SIZE = 1000
 FeatureFn = Callable[[Sequence[np.ndarray]], np.ndarray]  # pictures (H, W, 3) uint8 -> (n, dim)
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (dim,) and covariance (dim, dim) of (n, dim) features."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise RetouchError(f"FID needs at least 2 feature vectors per set, got shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+class GivenFeatures(torch.nn.Module):
+    """An identity "extractor" of ``num_features`` features: torchmetrics' FID then takes
+    features already computed (by ``load_inception`` or a CLIP image tower) instead of pictures."""
 
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians (Heusel et al.
-    2017, eq. 6; Dowson and Landau 1982)."""
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():  # singular product: nudge the diagonals, as pytorch-fid does
-        offset = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)  # numerical noise leaves tiny imaginary parts
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
 def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    return frechet_distance(*gaussian_stats(features1), *gaussian_stats(features2))
+    """d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between the Gaussians fitted to two
+    sets of (n, dim) features (Heusel et al. 2017, eq. 6), computed by torchmetrics in float64."""
+    sets = [torch.from_numpy(np.asarray(f, dtype=np.float64)) for f in (features1, features2)]
+    if any(f.ndim != 2 or f.shape[0] < 2 for f in sets):
+        shapes = [tuple(f.shape) for f in sets]
+        raise RetouchError(f"FID needs at least 2 feature vectors per set, got shapes {shapes}")
+    if sets[0].shape[1] != sets[1].shape[1]:
+        raise RetouchError(f"FID needs features of one size, got {sets[0].shape[1]} and {sets[1].shape[1]}")
+    metric = FrechetInceptionDistance(feature=GivenFeatures(sets[0].shape[1]))
+    metric.update(sets[0], real=True)
+    metric.update(sets[1], real=False)
+    return float(metric.compute())
 
 
 def kid_from_features(
@@ -62,21 +66,20 @@ def kid_from_features(
     seed: int = 0,
 ) -> float:
     """Unbiased MMD^2 with the kernel k(x, y) = (x.y / dim + 1)^3 (Binkowski et al. 2018, eq. 4),
-    averaged over random subsets as StyleGAN2-ADA's ``kernel_inception_distance`` does."""
-    x_all, y_all = np.asarray(features1, dtype=np.float64), np.asarray(features2, dtype=np.float64)
-    dim = x_all.shape[1]
+    averaged over random subsets as StyleGAN2-ADA's ``kernel_inception_distance`` does. The
+    subsets are drawn here (numpy, ``seed``) so the figure is reproducible; torchmetrics'
+    ``poly_mmd`` computes each subset's MMD^2."""
+    x_all, y_all = (torch.from_numpy(np.asarray(f, dtype=np.float64)) for f in (features1, features2))
     m = min(x_all.shape[0], y_all.shape[0], subset_size)
     if m < 2:
         raise RetouchError("KID needs at least 2 feature vectors per set")
     rng = np.random.default_rng(seed)
     total = 0.0
     for _ in range(num_subsets):
-        x = x_all[rng.choice(x_all.shape[0], m, replace=False)]
+        x = x_all[rng.choice(x_all.shape[0], m, replace=False)]  # (m, dim)
         y = y_all[rng.choice(y_all.shape[0], m, replace=False)]
-        a = (x @ x.T / dim + 1) ** 3 + (y @ y.T / dim + 1) ** 3
-        b = (x @ y.T / dim + 1) ** 3
-        total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
-    return float(total / num_subsets / m)
+        total += float(poly_mmd(x, y))
+    return total / num_subsets
 
 
 def missing_message(folder: Path | None = None) -> str:

@@ -1,7 +1,8 @@
 """PSNR and SSIM restricted to a mask: how well an edit kept what it should keep.
 
-Pure numpy, no weights. SSIM is Wang et al. 2004 (eq. 13) with a 7x7 uniform window (as
-scikit-image's default), computed over the whole picture and averaged over the masked pixels.
+No weights. torchmetrics computes both: PSNR over the masked pixels alone, and SSIM (Wang et al.
+2004, eq. 13) with a 7x7 uniform window (as scikit-image's default) as a map over the whole
+picture, which is then averaged over the masked pixels.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -20,8 +23,8 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_value: float
     a, b, mask = _check(a, b, mask)
     if not mask.any():
         return math.nan
-    mse = float(np.mean((a[mask] - b[mask]) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(max_value**2 / mse)
+    inside_a, inside_b = torch.from_numpy(a[mask]), torch.from_numpy(b[mask])  # (pixels, C) float64
+    return float(peak_signal_noise_ratio(inside_a, inside_b, data_range=max_value))
 
 
 def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_value: float = 255.0) -> float:
@@ -29,13 +32,31 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_value: float
     a, b, mask = _check(a, b, mask)
     if not mask.any():
         return math.nan
-    c1, c2 = (SSIM_K1 * max_value) ** 2, (SSIM_K2 * max_value) ** 2
-    mu_a, mu_b = _box(a), _box(b)
-    var_a = _box(a * a) - mu_a**2
-    var_b = _box(b * b) - mu_b**2
-    cov = _box(a * b) - mu_a * mu_b
-    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    ssim = ssim_map(a, b, max_value)  # (H, W, C)
     return float(ssim.mean(axis=-1)[mask].mean())
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, max_value: float = 255.0) -> np.ndarray:
+    """SSIM at every pixel of (H, W, C) float64 pictures, from torchmetrics' full SSIM image.
+
+    The pictures are padded here, by reflection (by repeating the edge on pictures too small to
+    reflect, under 4 pixels a side), and torchmetrics' own padding is cropped off, so every
+    window sees the same pixels on any picture size."""
+    r = SSIM_WINDOW // 2
+    mode = "reflect" if min(a.shape[:2]) > r else "edge"
+    pad = ((r, r), (r, r), (0, 0))
+    padded = [torch.from_numpy(np.pad(x, pad, mode=mode)).permute(2, 0, 1)[None] for x in (a, b)]  # (1, C, H, W)
+    _, full = structural_similarity_index_measure(
+        *padded,
+        gaussian_kernel=False,
+        kernel_size=SSIM_WINDOW,
+        data_range=max_value,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
+        return_full_image=True,
+    )
+    h, w = a.shape[:2]
+    return full[0, :, r : r + h, r : r + w].permute(1, 2, 0).numpy()
 
 
 def masked_metrics(
@@ -65,18 +86,3 @@ def _check(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     if mask.shape != a.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match the images' {a.shape[:2]}")
     return a, b, mask
-
-
-def _box(x: np.ndarray, size: int = SSIM_WINDOW) -> np.ndarray:
-    """Mean over a ``size`` x ``size`` window around each pixel of (H, W, C), edges reflected."""
-    r = size // 2
-    padded = np.pad(x, ((r, r), (r, r), (0, 0)), mode="reflect" if min(x.shape[:2]) > r else "edge")
-    integral = np.pad(padded.cumsum(0).cumsum(1), ((1, 0), (1, 0), (0, 0)))  # integral image
-    h, w = x.shape[:2]
-    total = (
-        integral[size : size + h, size : size + w]
-        - integral[:h, size : size + w]
-        - integral[size : size + h, :w]
-        + integral[:h, :w]
-    )
-    return total / (size * size)

@@ -1,0 +1,157 @@
+"""Every editing method, interpolate, style and Imagic's stage C pinned to stored pixel hashes.
+
+Each case runs on the tiny random model (32 x 32 pictures, 2 sampling steps, CPU, seeded) through
+the public API only, and its pixels must hash to the SHA-256 recorded below, computed once from the
+code as it was before the issue-15 redesign. A refactor that changes any output by one bit fails
+here, naming the case and showing a few pixel values.
+
+The hashes hold on this machine kind (x86-64 CPU, the pinned torch build, one torch thread, which
+conftest sets and the ``one_thread`` fixture enforces); another CPU or torch build may round
+differently. CI runs on the same machine kind, so that fragility is accepted; to re-pin after an
+intended change, run ``python tests/test_pinned_outputs.py`` and paste what it prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import retouch
+from retouch.edit import edit
+
+STEPS = 2
+SOURCE = "a small red square on a blue background"
+IMAGIC_TARGET = "a small green square on a blue background"
+STAGE_C = {"embed_steps": 2, "tune_steps": 0, "steps": STEPS}  # stage A briefly, no stage B
+
+
+def scene() -> np.ndarray:
+    """(32, 32, 3) uint8: a red square on blue, the tiny model's size."""
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:] = (40, 90, 220)
+    pixels[8:20, 10:22] = (220, 40, 40)
+    return pixels
+
+
+def user_mask() -> np.ndarray:
+    """(32, 32) uint8: the square and a margin, 255 = redraw."""
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[6:22, 8:24] = 255
+    return mask
+
+
+def _edit(target: str, **options) -> Callable[[object, Path], list[np.ndarray]]:
+    def run(model, tmp_path: Path) -> list[np.ndarray]:
+        result = edit(model, scene(), SOURCE, target, seed=3, steps=STEPS, **options)
+        return [np.asarray(result.image)]
+
+    return run
+
+
+def _imagic(**options) -> Callable[[object, Path], list[np.ndarray]]:
+    def run(model, tmp_path: Path) -> list[np.ndarray]:
+        result = retouch.imagic(model, scene(), IMAGIC_TARGET, eta=0.8, seed=4, cache_dir=tmp_path, **options)
+        return [np.asarray(result.image)]
+
+    return run
+
+
+def _interpolate(hold_common: float) -> Callable[[object, Path], list[np.ndarray]]:
+    def run(model, tmp_path: Path) -> list[np.ndarray]:
+        target = "a large green circle on a blue background"
+        result = retouch.interpolate(model, SOURCE, target, 3, seed=5, steps=STEPS, hold_common=hold_common)
+        return [np.asarray(image) for image in result.images]
+
+    return run
+
+
+def _style(model, tmp_path: Path) -> list[np.ndarray]:
+    # theta (0.6) and the direction go by position: theta's keyword is being renamed
+    result = retouch.stylize(model, SOURCE + ", pastel", "pastel", 0.6, "prompt", seed=6, steps=STEPS)
+    return [np.asarray(image) for image in result.images]
+
+
+CASES: dict[str, Callable[[object, Path], list[np.ndarray]]] = {
+    "blend-auto-background": _edit("a small red square on a green background"),
+    "blend-auto-colour": _edit("a small green square on a blue background"),
+    "blend-auto-shape": _edit("a small red circle on a blue background"),
+    "blend-global": _edit("a small green square on a blue background", region="global"),
+    "sdedit": _edit("a small green square on a blue background", method="sdedit", strength=0.7),
+    "inpaint-given-mask": _edit("a small green circle on a blue background", method="inpaint", mask=user_mask()),
+    "diffedit": _edit("a small green square on a blue background", method="diffedit"),
+    "interpolate": _interpolate(0.0),
+    "interpolate-hold-common": _interpolate(0.5),
+    "style": _style,
+    "imagic-stage-c-local": _imagic(region="foreground", source=SOURCE, **STAGE_C),
+    "imagic-stage-c-global": _imagic(region="global", **STAGE_C),
+}
+
+EXPECTED: dict[str, str] = {  # SHA-256 of the pixels, recorded with one torch thread
+    "blend-auto-background": "abd8f48228c08ebd82d7cc7fb766952dee637b936829406f88d555e420dc5571",
+    "blend-auto-colour": "bb4fbef3cd46c236c159a717ee7f737a9986399987b81c23e78de57ef51bedea",
+    "blend-auto-shape": "c87de5e371b70240197e205076323744848c2b9c2a49ff316e5c62fedca10317",
+    "blend-global": "6d03f66552845fbbdee96befb54b41739e42b33c674c05836080c3021d0f2cfb",
+    "diffedit": "4b776aeb06d14b3ba14e9e3f80fdc75318e6a45e21d5dd4671890ca1a295bac1",
+    "imagic-stage-c-global": "ae4ee1c31ecc9bd29f2c7d0ae9be868a61d50f51a41aa60b088d9d579ef1027a",
+    "imagic-stage-c-local": "aa87357c85213021a690d01556309fd1d6d4d897896f20175c8392c1fee963d7",
+    "inpaint-given-mask": "65795538a3953dbe522d4b6799baace70d040074d2622384e20366d8ec5d4450",
+    "interpolate": "02f6df4ca2bb53200b34e559309e7abe8ef4e4dff71eacecddbe9047ac6df720",
+    "interpolate-hold-common": "cf4e1555f3fa8843185d991bc605ba5f82914a32d0684358471b3efb4cd6da54",
+    "sdedit": "31ba93dc19cf4ef431689faeef61ce99831a662abe96c6c2fa7cc42d5f5b558c",
+    "style": "8964edbef7df5c9dc1ff80966708fe6a90d8be0bbae7856ab411357c852d7810",
+}
+
+
+def pixels_sha256(pictures: list[np.ndarray]) -> str:
+    """One hash over every picture's shape and bytes, in order."""
+    digest = hashlib.sha256()
+    for picture in pictures:
+        digest.update(str(picture.shape).encode() + np.ascontiguousarray(picture).tobytes())
+    return digest.hexdigest()
+
+
+def describe(pictures: list[np.ndarray]) -> str:
+    """A few pixel values and the mean, to see at a glance how far a failing output moved."""
+    first = pictures[0]
+    return (
+        f"{len(pictures)} picture(s) of {first.shape}; first pixels {first.reshape(-1)[:9].tolist()}, "
+        f"centre {first[first.shape[0] // 2, first.shape[1] // 2].tolist()}, "
+        f"mean {np.mean([p.mean() for p in pictures]):.4f}"
+    )
+
+
+@pytest.fixture
+def one_thread():
+    """The hashes were recorded with one torch thread; restore whatever the session had."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_output_is_pinned(case: str, tiny_model, tmp_path: Path, one_thread) -> None:
+    pictures = CASES[case](tiny_model, tmp_path)
+    assert pixels_sha256(pictures) == EXPECTED[case], f"{case} changed: {describe(pictures)}"
+
+
+if __name__ == "__main__":  # print the table of EXPECTED from the current code
+    import sys
+    import tempfile
+
+    from retouch.models.loading import load_model
+    from retouch.models.tiny import save_tiny_pipeline
+
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(str(save_tiny_pipeline(Path(tmp) / "tiny")), device="cpu")
+        for name in sorted(CASES):
+            (Path(tmp) / name).mkdir()
+            pictures = CASES[name](model, Path(tmp) / name)
+            print(f"    # {describe(pictures)}")
+            print(f'    "{name}": "{pixels_sha256(pictures)}",')
