@@ -28,9 +28,9 @@ PACKAGE = SRC / "retouch"
 # share a rank. The top-level ``retouch/__init__.py`` and ``__main__.py`` may import anything.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "version"),
+    ("io",),  # files, pictures, recipes: below core, so results can save themselves
     ("models",),
     ("core",),
-    ("io",),
     ("metrics",),
     ("train",),
     ("edit",),
