@@ -26,8 +26,8 @@ from retouch.train.clip import (
     tokens,
     train_clip,
 )
-from retouch.train.data import Shapes64Source
 from retouch.worlds import shapes64
+from retouch.worlds.shapes64_data import Shapes64Source
 
 TINY = ClipTrainConfig(steps=4, batch_size=8, warmup_steps=1, vision_hidden=32, vision_layers=1, vision_heads=2,
                        text_hidden=32, text_layers=1, text_heads=2, projection_dim=16, checkpoint_every=2,
