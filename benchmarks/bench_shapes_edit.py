@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import ndimage
 from shapes_scoring import add_split_arguments, base_seed, centre_shift, in_place
 from workers import map_in_workers, worker_model, worker_settings
@@ -121,7 +122,7 @@ def run_pair(item: tuple[shapes64.EditPair, str, int]) -> dict[str, dict[str, An
     options = {"seed": seed, "steps": args.steps, "strength": args.strength}
     rows: dict[str, dict[str, Any]] = {}
     ours_mask = None
-    for method in METHODS:
+    for method in args.methods:
         row: dict[str, Any] = {"kind": kind, "error": None}
         try:
             if method == "pixel-noise":
@@ -154,6 +155,31 @@ def run_pair(item: tuple[shapes64.EditPair, str, int]) -> dict[str, dict[str, An
     return rows
 
 
+def dump_worst(items: list[tuple[shapes64.EditPair, str, int]], rows: list[dict[str, Any]],
+               args: argparse.Namespace) -> None:
+    """Re-run blend on the ``--dump-worst`` pairs with the lowest PSNR outside the true region and
+    write one sheet each: input | output | mask | layer on grey | |output - input| x4 | true region."""
+    model = load_model(args.model, args.device)
+    order = sorted(range(len(rows)), key=lambda i: rows[i].get("psnr", -math.inf))[: args.dump_worst]
+    folder = (args.out.parent if args.out else Path("outputs")) / "edit_worst"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in order:
+        pair, kind, seed = items[i]
+        source = pair.source.render()
+        result = edit(model, source, pair.source_caption, pair.target_caption, seed=seed, steps=args.steps,
+                      strength=args.strength)
+        output = np.asarray(result.image)
+        layer = np.asarray(result.layer).astype(np.float64)
+        on_grey = (layer[..., :3] * layer[..., 3:] / 255 + 128 * (1 - layer[..., 3:] / 255)).astype(np.uint8)
+        diff = np.clip(np.abs(output.astype(np.int16) - source) * 4, 0, 255).astype(np.uint8)
+        as_rgb = [np.stack([np.asarray(m, dtype=np.uint8) * (255 if m.dtype == bool else 1)] * 3, -1)
+                  for m in (np.asarray(result.mask), pair.mask)]
+        sheet = np.concatenate([source, output, as_rgb[0], on_grey, diff, as_rgb[1]], axis=1)
+        name = f"{i:03d}-{kind}-psnr{rows[i].get('psnr', float('nan')):.1f}.png"
+        Image.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), Image.NEAREST).save(folder / name)
+        print(f"worst {i}: {pair.source_caption!r} -> {pair.target_caption!r}, {folder / name}")
+
+
 def measure_speed(model: LoadedModel, args: argparse.Namespace, repeats: int = 3) -> dict[str, float]:
     pair = shapes64.sample_edit(np.random.default_rng(args.seed), "color")
     source = pair.source.render()
@@ -179,6 +205,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (speed: always 1)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="which methods to run (pixel-noise needs blend before it)")
+    parser.add_argument("--dump-worst", type=int, default=0, metavar="K",
+                        help="write contact sheets of blend's K worst edits by PSNR outside the true region")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
     args = parser.parse_args()
     args.seed = base_seed(args, "edit")
 
@@ -187,17 +218,19 @@ def main() -> None:
              for i in range(args.n)]  # fmt: skip
     start = time.perf_counter()
     results = map_in_workers(run_pair, items, args.workers, args.model, args.device, args)
-    rows: dict[str, list[dict[str, Any]]] = {method: [row[method] for row in results] for method in METHODS}
+    rows: dict[str, list[dict[str, Any]]] = {method: [row[method] for row in results] for method in args.methods}
     figures: dict[str, Any] = {method: summarize(method_rows) for method, method_rows in rows.items()}
-    figures["speed"] = measure_speed(load_model(args.model, args.device), args)
+    if not args.no_speed:
+        figures["speed"] = measure_speed(load_model(args.model, args.device), args)
     figures["settings"] = {**vars(args), "out": str(args.out), "seconds": time.perf_counter() - start}
     figures["bars"] = BARS
+    figures["rows"] = rows
 
     print(f"{args.n} pairs ({args.split} split, seed {args.seed}), model {args.model}, strength {args.strength}, "
           f"{args.steps} steps")
     print(f"{'method':12} {'region':>7} {'success':>8} {'in place':>9} {'psnr med':>9} {'psnr p10':>9} {'iou med':>8} "
           "errors")
-    for method in METHODS:
+    for method in args.methods:
         f = figures[method]
         region = "-" if f["region"] is None else f"{f['region']:.1%}"
         iou_text = "-" if f["iou_median"] is None else f"{f['iou_median']:.3f}"
@@ -206,10 +239,12 @@ def main() -> None:
             f"{f['psnr_median']:>9.2f} {f['psnr_p10']:>9.2f} "
             f"{iou_text:>8} {f['errors']}"
         )
-    speed = figures["speed"]
-    blend_s, img2img_s = speed["blend_s"], speed["img2img_s"]
-    ratio = speed["ratio"]
-    print(f"speed: blend {blend_s:.3f}s vs img2img {img2img_s:.3f}s, ratio {ratio:.2f} (target <= 1.5)")
+    if "speed" in figures:
+        speed = figures["speed"]
+        print(f"speed: blend {speed['blend_s']:.3f}s vs img2img {speed['img2img_s']:.3f}s, "
+              f"ratio {speed['ratio']:.2f} (target <= 1.5)")
+    if args.dump_worst and "blend" in args.methods:
+        dump_worst(items, rows["blend"], args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2, default=str) + "\n")  # inf -> Infinity

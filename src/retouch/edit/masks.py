@@ -39,6 +39,8 @@ class MaskConfig:
     # background edits: the fraction of the steps during which every latent cell the object
     # touches keeps the input's latents (``blend``'s ``keep_object_mask``), while the layout forms
     keep_object_fraction: float = 0.5
+    max_shift: int = 8  # replacements: px a new object is moved to sit where the old one was
+    stray_share: float = 0.3  # background edits: strays are removed when under this share of the region
 
     @property
     def hold_fraction(self) -> float:
@@ -140,8 +142,9 @@ def snap_background(
     ``coarse`` is the latent mask ``region_mask`` cut for the background; its hole (before the
     dilation), when it has one, points at the object. The object is every region of pixels that
     stands out from the background colour (the median outside the hole) and reaches into the
-    hole; with no hole, the largest such region(s). Holes filled. Returns the upsampled
-    ``coarse`` when nothing stands out.
+    hole; with no hole, or when nothing that stands out reaches into it (the map's hole missed a
+    small object), the largest such region(s). Holes filled. Returns the upsampled ``coarse``
+    when nothing stands out.
     """
     fallback = upsample_mask(coarse, factor)
     hole = ~coarse if not config.dilate else ndimage.binary_dilation(~coarse, iterations=config.dilate)
@@ -149,7 +152,9 @@ def snap_background(
     has_hole = hole.any() and not hole.all()
     background = np.median(source[~hole] if has_hole else source.reshape(-1, source.shape[-1]), axis=0)
     stands_out = _close(_far_from(source, background, config.change_tau))
-    objects = _touching(stands_out, hole) if has_hole else _strongest(stands_out, np.ones(stands_out.shape))
+    objects = _touching(stands_out, hole) if has_hole else np.zeros_like(stands_out)
+    if not objects.any():  # no hole, or one where nothing is drawn
+        objects = _strongest(stands_out, np.ones(stands_out.shape))
     objects = ndimage.binary_fill_holes(objects)
     return ~objects if objects.any() and not objects.all() else fallback
 
@@ -226,6 +231,100 @@ def refine_mask(
     refined = ndimage.binary_fill_holes(_strongest(_close(stands_out & coarse), np.ones(coarse.shape)))
     refined &= coarse
     return refined if refined.any() else coarse
+
+
+def recolor_object(
+    source: np.ndarray, edited: np.ndarray, coarse: np.ndarray, config: MaskConfig = MaskConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """A recolour keeps the object's outline and shading: the model chooses the new colour, the
+    picture keeps its structure. Returns (the recoloured picture, its pixel mask).
+
+    The object is what stands out in ``source`` (H, W, 3) from the colour around ``coarse`` (H, W;
+    the median of a 2-px ring); each of its pixels gets an alpha, its position on the line from
+    that surround to the object's median colour (1 inside, a fraction on anti-aliased edges).
+    The new colour is the median of what ``edited`` drew over the object's core; each pixel moves
+    by alpha times the change of colour, so edges stay as smooth as the input's. With no object
+    found, ``edited`` and ``coarse`` come back as they are.
+    """
+    ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
+    if not ring.any():
+        return edited, coarse
+    surround = np.median(source[ring], axis=0)
+    stands_out = _far_from(source, surround, config.change_tau) & coarse
+    if not stands_out.any():
+        return edited, coarse
+    obj = ndimage.binary_fill_holes(_strongest(_close(stands_out), np.ones(coarse.shape)))
+    old = np.median(source[obj], axis=0)
+    core = ndimage.binary_erosion(obj, iterations=1)
+    core = core if core.any() else obj
+    drawn = core & _far_from(edited, surround, config.change_tau)
+    new = np.median(edited[drawn if drawn.any() else core], axis=0).astype(np.float64)
+    span = old - surround
+    near = ndimage.binary_dilation(obj, iterations=1) & coarse
+    alpha = np.zeros(coarse.shape)
+    alpha[near] = np.clip((source[near] - surround) @ span / max(float(span @ span), 1e-6), 0.0, 1.0)
+    recolored = source + alpha[..., None] * (new - old)
+    return np.clip(np.round(recolored), 0, 255).astype(source.dtype), alpha > 0
+
+
+def align_object(
+    source: np.ndarray, edited: np.ndarray, coarse: np.ndarray, config: MaskConfig = MaskConfig()
+) -> np.ndarray:
+    """A replaced object stays where the old one was: move what ``edited`` drew so that its
+    bounding-box centre is the old object's.
+
+    Old and new object are what stands out from the colour around ``coarse`` (the median of
+    ``source`` in a 2-px ring) in ``source`` and in ``edited``, inside ``coarse``. The new one,
+    grown by a pixel for its anti-aliased edge, moves by the difference of the centres (at most
+    ``max_shift`` px; a larger one is left alone, as a drawing the model placed on purpose); the
+    pixels it leaves take the median colour of the rest of what ``edited`` drew in ``coarse``.
+    """
+    ring = ndimage.binary_dilation(coarse, iterations=2) & ~coarse
+    if not ring.any():
+        return edited
+    surround = np.median(source[ring], axis=0)
+    old = _strongest(_close(_far_from(source, surround, config.change_tau) & coarse), np.ones(coarse.shape))
+    new = _strongest(_close(_far_from(edited, surround, config.change_tau) & coarse), np.ones(coarse.shape))
+    if not old.any() or not new.any():
+        return edited
+    dy, dx = np.round(_box_centre(old) - _box_centre(new)).astype(int)
+    if (dy == 0 and dx == 0) or max(abs(dy), abs(dx)) > config.max_shift:
+        return edited
+    moving = ndimage.binary_dilation(new, iterations=1) & coarse
+    rest = coarse & ~moving
+    moved = edited.copy()
+    moved[moving] = np.round(np.median(edited[rest], axis=0) if rest.any() else surround).astype(edited.dtype)
+    ys, xs = np.nonzero(moving)
+    ty, tx = ys + dy, xs + dx
+    inside = (ty >= 0) & (ty < coarse.shape[0]) & (tx >= 0) & (tx < coarse.shape[1])
+    moved[ty[inside], tx[inside]] = edited[ys[inside], xs[inside]]
+    return moved
+
+
+def _box_centre(mask: np.ndarray) -> np.ndarray:
+    """(y, x) of the centre of ``mask``'s bounding box."""
+    ys, xs = np.nonzero(mask)
+    return np.array([(ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2])
+
+
+def remove_strays(edited: np.ndarray, mask: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:
+    """A background edit draws no new object: paint out what stands out in the edited region.
+
+    The region's own colour is the median of ``edited`` (H, W, 3) inside ``mask`` (H, W); the
+    pixels that stand out from it (``change_tau``), grown by a pixel, take that colour, so a
+    second copy of the kept object, or a rim of the old background, is gone. Only a region that
+    is nearly one colour is touched: when the pixels that stand out are ``stray_share`` of it or
+    more (a textured background), ``edited`` is returned as it is.
+    """
+    if not mask.any() or config.stray_share <= 0:
+        return edited
+    colour = np.median(edited[mask], axis=0)
+    strays = _far_from(edited, colour, config.change_tau) & mask
+    if not strays.any() or strays.sum() >= config.stray_share * mask.sum():
+        return edited
+    cleaned = edited.copy()
+    cleaned[ndimage.binary_dilation(strays, iterations=1) & mask] = np.round(colour).astype(edited.dtype)
+    return cleaned
 
 
 def _touching(mask: np.ndarray, area: np.ndarray) -> np.ndarray:

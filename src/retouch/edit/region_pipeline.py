@@ -213,6 +213,11 @@ def sample_in_region(
     )
     edited = decode(pipe, z)  # (H', W', 3)
     final = found.pixel_mask
-    if found.region == "foreground":  # snapped to the old and the new object's edges
-        final = masks.refine_mask(final, picture, edited, config, keep_outline=found.recolor)
+    if found.region == "background":
+        edited = masks.remove_strays(edited, final, config)
+    if found.region == "foreground" and found.recolor:  # the old outline and shading, the new colour
+        edited, final = masks.recolor_object(picture, edited, final, config)
+    elif found.region == "foreground":  # in the old object's place, snapped to both objects' edges
+        edited = masks.align_object(picture, edited, final, config)
+        final = masks.refine_mask(final, picture, edited, config)
     return composite_edit(background, edited, final, feather)
