@@ -75,3 +75,19 @@ def test_a_replaced_object_moves_back_to_the_old_place():
     assert (moved[coarse & ~np.pad(np.ones((12, 12), bool), ((20, 32), (20, 32)))] == (40, 90, 220)).all()
     far = picture((40, 90, 220), [(2, 2, 6, (240, 220, 40))])  # beyond max_shift: left as drawn
     assert (masks.align_object(source, far, np.ones((64, 64), bool)) == far).all()
+
+
+def test_the_report_warns_when_a_foreground_mask_dwarfs_its_object():
+    from retouch.edit.api import mask_warnings
+    from retouch.edit.layer import Composited
+
+    source = picture((40, 90, 220), [(30, 30, 6, (220, 40, 40))])
+    output = picture((40, 90, 220), [(30, 30, 6, (240, 220, 40))])
+    tight, wide = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    tight[29:37, 29:37] = True
+    wide[10:50, 10:50] = True
+    for mask, warned in ((tight, False), (wide, True)):
+        attempt = Composited(output, output, mask, mask.astype(float))
+        assert bool(mask_warnings("foreground", source, attempt)) is warned
+        assert mask_warnings("background", source, attempt) == []
+    assert "1600 px" in mask_warnings("foreground", source, Composited(output, output, wide, wide.astype(float)))[0]

@@ -117,4 +117,5 @@ def summary(report: dict) -> list[str]:
         f"{report['mask_area']:.1%} of the picture, strength {report['strength']}, seed {report['seed']}",
         f"outside the mask and its feather band: {kept}; {report['timings']['total_s']:.2f}s",
         *(f"note: {note}" for note in report["input"]["notes"]),
+        *(f"warning: {warning}" for warning in report.get("warnings", [])),
     ]

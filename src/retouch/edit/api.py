@@ -362,4 +362,20 @@ def edit_report(
         },
         "timings": timings,
         "metrics": json_safe_metrics(metrics),
+        "warnings": mask_warnings(decision.region, job.source, attempt),
     }
+
+
+def mask_warnings(region: str, source: np.ndarray, attempt: Composited) -> list[str]:
+    """A foreground mask much larger than the objects it holds makes "outside the mask" say
+    little: the background inside it may have changed unmeasured."""
+    if region != "foreground":
+        return []
+    area = int(attempt.mask.sum())
+    objects = masks.object_area(source, attempt.output, attempt.mask)
+    if area <= 2 * max(objects, 1):
+        return []
+    return [
+        f"the mask ({area} px) is more than twice the objects it holds ({objects} px): the figures "
+        "outside it leave out background pixels the edit may have changed"
+    ]

@@ -307,6 +307,17 @@ def _box_centre(mask: np.ndarray) -> np.ndarray:
     return np.array([(ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2])
 
 
+def object_area(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, config: MaskConfig = MaskConfig()) -> int:
+    """Pixels inside ``mask`` that stand out from the colour around it (the median of ``source``
+    in a 2-px ring) in ``source`` or in ``edited``: the old and the new object, as drawn."""
+    ring = ndimage.binary_dilation(mask, iterations=2) & ~mask
+    if not ring.any():
+        return int(mask.sum())
+    surround = np.median(source[ring], axis=0)
+    stands_out = _far_from(source, surround, config.change_tau) | _far_from(edited, surround, config.change_tau)
+    return int((stands_out & mask).sum())
+
+
 def remove_strays(edited: np.ndarray, mask: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:
     """A background edit draws no new object: paint out what stands out in the edited region.
 
