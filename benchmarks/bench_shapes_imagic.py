@@ -118,7 +118,22 @@ def run_item(item: tuple[int, str, shapes64.EditPair]) -> dict[str, Any]:
     psnr = row.get("psnr_outside", math.nan)
     print(f"{i + 1}/{args.n} {kind:10} eta {row.get('eta')} success {row.get('success')} "
           f"PSNR {psnr:.1f} dB {row['seconds']:.1f}s {row['error'] or ''}", flush=True)  # fmt: skip
+    if args.rows:  # one line per finished picture, so a stopped run keeps what it did
+        with open(args.rows, "a") as f:
+            f.write(json.dumps(json_safe({"index": i, **row})) + "\n")
     return row
+
+
+def done_rows(path: Path | None) -> dict[int, dict[str, Any]]:
+    """Rows a stopped run with the same ``--rows`` file already finished, by index."""
+    if path is None or not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:  # json_safe wrote inf as null
+        for key in ("psnr_outside", "colour_error", "centre_shift"):
+            if key in row and row[key] is None:
+                row[key] = math.inf
+    return {row.pop("index"): row for row in rows}
 
 
 def plot_one(model: LoadedModel, path: Path, args: argparse.Namespace) -> None:
@@ -156,16 +171,23 @@ def main() -> None:
     parser.add_argument("--judge", default=None, help="default: the oracle (canonical captions)")
     parser.add_argument("--out", type=Path, default=None, help="JSON of every row and the summary")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
+    parser.add_argument("--rows", type=Path, default=None, metavar="JSONL",
+                        help="append each finished row here; a rerun with the same file skips them")
     parser.add_argument("--plot-one", type=Path, default=None, metavar="PNG", help="plot one edit's eta sweep")
     args = parser.parse_args()
     args.seed = base_seed(args, "imagic")
     if args.plot_one:
-        plot_one(load_model(args.model, device="cpu"), args.plot_one, args)
+        plot_one(load_model(args.model, device=args.device), args.plot_one, args)
         return
 
     rng = np.random.default_rng(args.seed)
     items = [(i, KINDS[i % len(KINDS)], shapes64.sample_edit(rng, KINDS[i % len(KINDS)])) for i in range(args.n)]
-    rows = map_in_workers(run_item, items, args.workers, args.model, "cpu", args)
+    done = done_rows(args.rows)
+    todo = [item for item in items if item[0] not in done]
+    fresh = dict(zip([item[0] for item in todo], map_in_workers(run_item, todo, args.workers, args.model,
+                                                                args.device, args), strict=True))  # fmt: skip
+    rows = [done.get(i) or fresh[i] for i in range(args.n)]
     summary = summarize(rows)
     print(json.dumps(json_safe(summary), indent=2))
     for name, bar in BARS.items():

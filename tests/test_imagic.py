@@ -154,40 +154,42 @@ def test_eta_interpolates_between_the_optimized_and_target_embeddings(tiny_model
     assert np.abs(a - b).mean() > 5  # 13.2 when checked: the conditioning moves the picture
 
 
-class CountingJudge:
-    """Accepts from its ``accept_from``-th call on; the score is the call number. The sweep calls
-    it in order: eta ascending, each eta's seeds ascending."""
+class ScriptedJudge:
+    """Scores its calls from ``scores`` in order and accepts from call ``accept_from + 1`` on (never
+    when it is None). The sweep calls it in order: eta ascending, each eta's seeds ascending."""
 
-    def __init__(self, accept_from: int) -> None:
-        self.accept_from, self.calls = accept_from, 0
+    def __init__(self, scores: list[float], accept_from: int | None) -> None:
+        self.scores, self.accept_from, self.calls = scores, accept_from, 0
 
     def __call__(self, image: Image.Image) -> tuple[float, bool]:
         self.calls += 1
-        return float(self.calls), self.calls > self.accept_from
+        return self.scores[self.calls - 1], self.accept_from is not None and self.calls > self.accept_from
 
 
 @pytest.mark.parametrize(
-    ("accept_from", "eta", "accepted"),
-    [(3, 0.5, True), (2, 0.5, True), (6, 1.0, False)],  # one seed accepted; both (tie-break); none
+    ("scores", "accept_from", "chosen", "accepted"),
+    [
+        ([0.1, 0.2, 0.5, 0.9, 0.3, 0.4], 2, (0.5, 11), True),  # the best accepted score
+        ([0.1, 0.2, 0.6, 0.6, 0.95, 0.5], 2, (1.0, 10), True),  # not the first accepted eta: a cleaner one
+        ([0.1, 0.2, 0.9, 0.9, 0.3, 0.4], 2, None, True),  # a tie at eta 0.5: the better kept seed
+        ([0.1, 0.2, 0.3, 0.8, 0.4, 0.5], None, (0.5, 11), False),  # none accepted: the highest score
+    ],
 )
-def test_auto_eta_follows_the_judge(tiny_model, picture, tmp_path, accept_from, eta, accepted):
-    judge = CountingJudge(accept_from)
+def test_auto_eta_follows_the_judge(tiny_model, picture, tmp_path, scores, accept_from, chosen, accepted):
+    judge = ScriptedJudge(scores, accept_from)
     grid = {"seeds": 2, "eta_grid": (0.0, 0.5, 1.0)}
     result = imagic(tiny_model, picture, TARGET, eta="auto", seed=10, judge=judge, cache_dir=tmp_path, **grid, **FAST)
     report = result.report
     assert judge.calls == 6 and len(report["sweep"]) == 6
     assert [(s["eta"], s["seed"]) for s in report["sweep"]] == [(e, s) for e in (0.0, 0.5, 1.0) for s in (10, 11)]
-    assert report["eta"] == eta and report["choice"]["accepted"] is accepted
-    assert report["eta_mode"] == "auto" and report["judge"] == "CountingJudge"
-    if accept_from == 3:
-        assert report["seed"] == 11  # only the second seed at eta 0.5 was accepted
-    elif accept_from == 2:  # both seeds at eta 0.5 accepted: the better-kept one
+    assert report["choice"]["accepted"] is accepted
+    assert report["eta_mode"] == "auto" and report["judge"] == "ScriptedJudge"
+    if chosen is None:  # both seeds at eta 0.5 tie: the better-kept one
         at_half = [s for s in report["sweep"] if s["eta"] == 0.5]
-        assert report["seed"] == max(at_half, key=lambda s: s["preservation"])["seed"]
-    else:
-        assert report["seed"] == 11  # none accepted: the highest score (the last call)
-    chosen = next(s for s in result.sweep if (s.eta, s.seed) == (report["eta"], report["seed"]))
-    assert np.array_equal(np.asarray(result.image), np.asarray(chosen.image))
+        chosen = (0.5, max(at_half, key=lambda s: s["preservation"])["seed"])
+    assert (report["eta"], report["seed"]) == chosen
+    picked = next(s for s in result.sweep if (s.eta, s.seed) == (report["eta"], report["seed"]))
+    assert np.array_equal(np.asarray(result.image), np.asarray(picked.image))
     assert result.recipe["eta"] == report["eta"] and result.recipe["seed"] == report["seed"]
 
 

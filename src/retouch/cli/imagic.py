@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=eta_value,
         default=DEFAULT_ETA,
         help=f"0 reconstructs the input, 1 is the target text; 'auto' sweeps 0.0..1.6 and takes the "
-        f"smallest the judge accepts (default: {DEFAULT_ETA})",
+        f"accepted one the judge scores highest (default: {DEFAULT_ETA})",
     )
     parser.add_argument(
         "--region",

@@ -11,7 +11,7 @@ imports one; with no world installed, every method still runs on free captions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Literal, Protocol, runtime_checkable
 
@@ -39,6 +39,17 @@ class World(Protocol):
         """For each field of ``caption``: does the (H, W, 3) uint8 ``picture`` show it? None when
         the caption is not this world's."""
         ...
+
+
+Closeness = Callable[[np.ndarray, str, "np.ndarray | None"], "dict[str, float] | None"]
+
+
+def closeness_of(world: World) -> Closeness | None:
+    """The world's optional continuous reading, ``closeness(picture, caption, reference)``: for
+    each field of ``caption`` how close the picture is to it, in [0, 1] (1: exactly), plus
+    ``position`` (how little the object moved from the ``reference`` picture's) when a reference
+    is given. Judges rank edits by it; a world without it is judged by ``match`` alone."""
+    return getattr(world, "closeness", None)
 
 
 def installed_worlds() -> list[World]:

@@ -257,7 +257,7 @@ def run_at_strength(
     run = functools.partial(run_once, job, prepared)
     if strength != "auto":
         return strength, run(float(strength)), None
-    judge_fn = make_judge(judge, job.source_prompt, job.target_prompt, job.pipe.device)
+    judge_fn = make_judge(judge, job.source_prompt, job.target_prompt, job.pipe.device, reference=job.source)
     found, attempt, trials = search_strength(run, lambda a: judge_fn(Image.fromarray(a.output)), job.steps)
     return found, attempt, [t.to_dict() for t in trials]
 

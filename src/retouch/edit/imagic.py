@@ -7,8 +7,9 @@ A. Optimize the target caption's embedding ``e_tgt`` (the text encoder's last hi
 B. Fine-tune the UNet on the picture conditioned on ``e_opt`` (eq. 3): LoRA adapters through peft
    (the default, as diffusers' ``train_text_to_image_lora``) or the whole UNet.
 C. Sample with the tuned UNet from ``e = eta * e_tgt + (1 - eta) * e_opt`` (eq. 4), with
-   classifier-free guidance. ``eta="auto"`` sweeps a grid (and seeds) and takes the smallest eta
-   whose picture a judge accepts, ties broken by how well the input is kept.
+   classifier-free guidance. ``eta="auto"`` sweeps a grid (and seeds) and takes the best edit that
+   keeps the input: the highest judge score among the accepted pictures, near-ties broken by how
+   well the input is kept (``imagic_report.choose``).
 
 By default stage C redraws only the region the edit touches (``retouch.edit.imagic_region``: a
 DiffEdit map between ``e_opt`` and ``e_tgt``, Blended Latent Diffusion inside it) and keeps the
@@ -108,8 +109,9 @@ def imagic(
         model: a ``LoadedModel`` from ``load_model``, or a bare diffusers pipeline.
         image: a file path (recorded in the recipe, so the edit replays), a PIL image or an array.
         eta: the weight of ``e_tgt`` in [0, 2] (0 reconstructs the input, 1 is the target text), or
-            ``"auto"``: sweep ``eta_grid`` x ``seeds`` seeds, take the smallest eta the judge accepts,
-            ties broken by preservation (1 - LPIPS with ``lpips_weights`` or found ones, else PSNR).
+            ``"auto"``: sweep ``eta_grid`` x ``seeds`` seeds, take the accepted picture the judge
+            scores highest, near-ties (``imagic_report.SCORE_TIE``) broken by preservation (1 - LPIPS
+            with ``lpips_weights`` or found ones, else PSNR).
         seed: the sampling seed (the first of ``seeds``); random (and recorded) when None.
         region: what stage C redraws: ``auto`` decides object or background from a DiffEdit map of
             ``e_opt`` against ``e_tgt`` (and the captions) and keeps the input elsewhere;

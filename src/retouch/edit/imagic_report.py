@@ -100,16 +100,25 @@ def output_files(
     return targets
 
 
+SCORE_TIE = 0.1  # judge scores within this share of the sweep's score spread of the best count as ties
+
+
 def choose(samples: list[SweepSample], auto: bool) -> tuple[SweepSample, dict[str, Any]]:
-    """Auto: the smallest eta with an accepted picture, the best-preserving seed there; when
-    none is accepted, the highest judge score (ties: preservation)."""
+    """Auto: the best edit that keeps the input. Among the pictures the judge accepts, those whose
+    judge score is within ``SCORE_TIE`` of the sweep's score spread of the best accepted score,
+    and of these the one that keeps the input best. When none is accepted, the highest judge score
+    (ties: preservation). With a continuous judge (shapes-64's closeness, a CLIP direction) this
+    takes a clean edit over the first eta that merely passes."""
     if not auto:
         return samples[0], {"eta": samples[0].eta, "seed": samples[0].seed, "rule": "given"}
     accepted = [s for s in samples if s.scores["accepted"]]
+    scores = [s.scores["judge_score"] for s in samples]
     if accepted:
-        smallest = min(s.eta for s in accepted)
-        chosen = max((s for s in accepted if s.eta == smallest), key=lambda s: s.scores["preservation"])
-        rule = "smallest eta the judge accepts; ties: best preservation"
+        best = max(s.scores["judge_score"] for s in accepted)
+        tie = SCORE_TIE * (max(scores) - min(scores))
+        near = [s for s in accepted if s.scores["judge_score"] >= best - tie]
+        chosen = max(near, key=lambda s: (s.scores["preservation"], -s.eta))
+        rule = f"highest judge score among the accepted (ties within {SCORE_TIE:g} of the spread): best preservation"
     else:
         chosen = max(samples, key=lambda s: (s.scores["judge_score"], s.scores["preservation"]))
         rule = "no eta accepted: highest judge score; ties: best preservation"

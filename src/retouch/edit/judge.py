@@ -3,7 +3,9 @@
 One factory, ``make_judge``, with one default. A judge is ``picture -> (score, took)``:
 
 - ``oracle``: a picture world (``retouch.core.world``, e.g. shapes-64) that reads the target
-  caption reads the picture back; the edit took when every field matches the caption.
+  caption reads the picture back; the edit took when every field matches the caption (and, given
+  the input picture, the object stayed in place); the score is continuous where the world can
+  say how close each field is (shapes-64: colour distance to the palette, shape IoU, ...).
 - a CLIP model folder (loaded by ``retouch.metrics.clip_score.ClipScorer``): with a source
   caption, the edit took when the picture is closer to the target caption than to the source
   (CLIP similarity difference > 0, as in directional CLIP scores); without one, when the
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retouch.core.world import World, world_for
+from retouch.core.world import World, closeness_of, world_for
 from retouch.edit.strength import Judge
 from retouch.errors import RetouchError
 from retouch.metrics import clip_score
@@ -31,22 +33,37 @@ DEFAULT_CLIP_GAIN = 0.05  # CLIP judge without a source caption: cosine gain ove
 JudgeSpec = str | os.PathLike[str] | Judge | None
 
 
-def oracle_judge(target_prompt: str, world: World | None = None) -> Judge:
-    """Score: the fraction of the target caption's fields the world's oracle reads back; took:
-    all of them. ``world`` defaults to the installed world that reads ``target_prompt``."""
+def oracle_judge(
+    target_prompt: str, world: World | None = None, reference: Image.Image | np.ndarray | None = None
+) -> Judge:
+    """The world's judge. ``world`` defaults to the installed world that reads ``target_prompt``.
+
+    With the world's continuous reading (``retouch.core.world.closeness_of``, as shapes-64 has):
+    score: the mean closeness of the picture's fields to the caption's (and of the object's place
+    to the ``reference`` picture's), in [0, 1]; took: the oracle reads every field back and, with a
+    reference, the object moved at most half the world's place scale (4 px on shapes-64). Without
+    it: score: the fraction of fields read back; took: all of them.
+    """
     world = world or world_for([target_prompt])
     if world is None:
         raise RetouchError(
             f"--judge oracle needs a target caption an installed world reads (such as a canonical shapes-64 "
             f"caption), got {target_prompt!r}; pass --judge PATH to a CLIP model folder instead"
         )
+    closeness = closeness_of(world)
+    before = reference.convert("RGB") if isinstance(reference, Image.Image) else reference
+    before = None if before is None else np.asarray(before)
 
     def judge(image: Image.Image) -> tuple[float, bool]:
-        match = world.match(np.asarray(image.convert("RGB")), target_prompt)
+        picture = np.asarray(image.convert("RGB"))
+        match = world.match(picture, target_prompt)
         if match is None:
             raise RetouchError(f"--judge oracle: the {world.name} oracle cannot read a picture of {image.size}")
         hits = [hit for name, hit in match.items() if name != "all"]
-        return sum(hits) / len(hits), all(hits)
+        near = None if closeness is None else closeness(picture, target_prompt, before)
+        if near is None:
+            return sum(hits) / len(hits), all(hits)
+        return float(np.mean(list(near.values()))), all(hits) and near.get("position", 1.0) >= 0.5
 
     return judge
 
@@ -107,7 +124,8 @@ def make_named_judge(
     if spec is None and world_for([target_prompt]) is not None:
         spec = "oracle"
     if str(spec) == "oracle":
-        return oracle_judge(target_prompt), "oracle"
+        name = "oracle" if reference is None else "oracle (in place)"
+        return oracle_judge(target_prompt, reference=reference), name
     if spec is None:
         spec = clip_score.bundled_clip_path()
         if not (spec / "config.json").is_file():

@@ -355,6 +355,52 @@ def oracle_accuracy(images: list[np.ndarray], scenes: list[Scene]) -> dict[str, 
 
 
 FIELDS: tuple[str, ...] = ("shape", "color", "background", "size", "style")
+COLOUR_SCALE = 100.0  # RGB distance at which a colour's closeness reaches 0 (20 units: 0.8)
+PLACE_SCALE = 8.0  # centre shift in px at which the position's closeness reaches 0 (4 px: 0.5)
+
+
+def _centre(bbox: tuple[int, int, int, int]) -> tuple[float, float]:
+    return (bbox[0] + bbox[2] + 1) / 2, (bbox[1] + bbox[3] + 1) / 2
+
+
+def closeness(picture: np.ndarray, caption: str, reference: np.ndarray | None = None) -> dict[str, float] | None:
+    """How close the picture's fields are to ``caption``'s, each in [0, 1] (1: exactly the target):
+    colours by RGB distance of the median object / border colour to the caption's palette colour
+    (pastel when the caption says so), shape by IoU with the caption's shape drawn where the object
+    is, size by the bounding box's longer side, style by the reading. With ``reference`` (the input
+    picture, the same size), ``position``: how little the object's centre moved from the reference's. None when
+    the caption is not canonical or the picture not 64 x 64 RGB."""
+    fields, picture = parse_caption(caption), np.asarray(picture)
+    if fields is None or picture.shape != (CANVAS, CANVAS, 3):
+        return None
+    reading = read_scene(picture)
+    want = {name: np.asarray(PALETTE[fields[name]], dtype=np.float64) for name in ("color", "background")}
+    if fields["style"] == "pastel":
+        want = {name: pastel(colour).astype(np.float64) for name, colour in want.items()}
+    border = np.concatenate([picture[:BORDER_PX].reshape(-1, 3), picture[-BORDER_PX:].reshape(-1, 3)])
+    out = {
+        "background": _colour_closeness(np.median(border, axis=0), want["background"]),
+        "style": float(reading.style == fields["style"]),
+    }
+    if reading.object_mask is None or reading.bbox is None:
+        lost = ("color", "shape", "size") + (("position",) if np.shape(reference) == picture.shape else ())
+        return {**out, **dict.fromkeys(lost, 0.0)}
+    obj = reading.object_mask
+    out["color"] = _colour_closeness(np.median(picture[obj], axis=0), want["color"])
+    side, (cx, cy) = SIZES[fields["size"]], _centre(reading.bbox)
+    longer = max(reading.bbox[2] - reading.bbox[0] + 1, reading.bbox[3] - reading.bbox[1] + 1)
+    out["size"] = max(0.0, 1.0 - abs(longer - side) / side)
+    drawn = shape_coverage(fields["shape"], cx - longer / 2, cy - longer / 2, longer) >= 0.5
+    out["shape"] = float((drawn & obj).sum() / max((drawn | obj).sum(), 1))
+    if reference is not None and np.shape(reference) == picture.shape:
+        before = read_scene(np.asarray(reference)).bbox
+        shift = np.inf if before is None else float(np.hypot(*np.subtract(_centre(before), (cx, cy))))
+        out["position"] = max(0.0, 1.0 - shift / PLACE_SCALE)
+    return out
+
+
+def _colour_closeness(colour: np.ndarray, want: np.ndarray) -> float:
+    return max(0.0, 1.0 - float(np.linalg.norm(colour - want)) / COLOUR_SCALE)
 
 
 @dataclass(frozen=True)
@@ -380,11 +426,16 @@ class Shapes64World:
         hits = {name: reading[name] == fields[name] for name in FIELDS}
         return {**hits, "all": all(hits.values())}
 
+    def closeness(
+        self, picture: np.ndarray, caption: str, reference: np.ndarray | None = None
+    ) -> dict[str, float] | None:
+        return closeness(picture, caption, reference)
+
 
 WORLD = Shapes64World()  # the entry point ``retouch.worlds: shapes-64``
 
 __all__ = [
     "COLORS", "FIELDS", "PALETTE", "WORLD", "SHAPES", "SIZES", "STYLES", "VOCABULARY", "EditPair", "Reading", "Scene",
-    "caption", "edit_mask", "make_edit", "oracle_accuracy", "parse_caption", "read_scene", "render",
+    "caption", "closeness", "edit_mask", "make_edit", "oracle_accuracy", "parse_caption", "read_scene", "render",
     "sample_edit", "sample_scene", "shape_coverage",
 ]
