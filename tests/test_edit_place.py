@@ -91,3 +91,20 @@ def test_the_report_warns_when_a_foreground_mask_dwarfs_its_object():
         assert bool(mask_warnings("foreground", source, attempt)) is warned
         assert mask_warnings("background", source, attempt) == []
     assert "1600 px" in mask_warnings("foreground", source, Composited(output, output, wide, wide.astype(float)))[0]
+
+
+def test_a_replaced_shape_gets_its_bounding_box():
+    """A triangle's mask, snapped to its outline, leaves out the corners a square needs; with
+    ``box`` (a replacement, not a recolour) the whole bounding box is redrawn."""
+    from retouch.worlds import shapes64
+
+    triangle = shapes64.Scene("blue", "red", "triangle", "large", x0=14, y0=14)
+    source = triangle.render()
+    coarse = np.zeros((8, 8), bool)
+    coarse[3:5, 3:5] = True  # the map lit the middle of the object only (latent cells of 8 px)
+    outline = masks.snap_foreground(coarse, source, 8)
+    boxed = masks.snap_foreground(coarse, source, 8, box=True)
+    cells = np.zeros((8, 8), bool)
+    cells[14 // 8 : (14 + 36 - 1) // 8 + 1, 14 // 8 : (14 + 36 - 1) // 8 + 1] = True  # the box's cells
+    assert (boxed >= cells).all() and (boxed >= outline).all()
+    assert not (outline >= cells).all()  # the outline alone misses a corner cell of the box

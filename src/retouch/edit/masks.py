@@ -160,7 +160,7 @@ def snap_background(
 
 
 def snap_foreground(
-    coarse: np.ndarray, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig()
+    coarse: np.ndarray, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig(), box: bool = False
 ) -> np.ndarray:
     """A foreground edit's latent mask, grown to cover the whole object it touches.
 
@@ -169,6 +169,9 @@ def snap_foreground(
     it) and overlaps ``coarse`` is the object; its latents join the mask, so the whole object is
     re-drawn. The ring lies one to two latent cells out, beyond an object the map only grazed.
     An object larger than half the picture is not trusted: ``coarse`` is returned as is.
+    With ``box`` (the object is replaced by another shape), the object's bounding box joins: the
+    new shape fills a different part of the same box, a triangle's empty corners where a square
+    goes, and a mask cut to the old outline would clip it.
     """
     pixels = upsample_mask(coarse, factor)
     ring = ndimage.binary_dilation(pixels, iterations=2 * factor) & ~ndimage.binary_dilation(pixels, iterations=factor)
@@ -176,13 +179,21 @@ def snap_foreground(
         return coarse
     stands_out = _close(_far_from(source, np.median(source[ring], axis=0), config.change_tau))
     objects = ndimage.binary_fill_holes(_touching(stands_out, pixels))
+    if box and objects.any():
+        ys, xs = np.nonzero(objects)
+        objects[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
     if objects.mean() > 0.5:
         return coarse
     return coarse | downsample_mask(objects, factor)
 
 
 def snap_to_object(
-    coarse: np.ndarray, region: str, source: np.ndarray, factor: int, config: MaskConfig = MaskConfig()
+    coarse: np.ndarray,
+    region: str,
+    source: np.ndarray,
+    factor: int,
+    config: MaskConfig = MaskConfig(),
+    box: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An automatic latent mask snapped to the object ``source`` draws: (pixel mask, latent mask,
     keep-object latent mask), True = edited.
@@ -195,7 +206,7 @@ def snap_to_object(
     if region == "background":
         pixels = snap_background(coarse, source, factor, config)
         return pixels, downsample_mask(pixels, factor), downsample_mask(pixels, factor, every=True)
-    latent = snap_foreground(coarse, source, factor, config) if region == "foreground" else coarse
+    latent = snap_foreground(coarse, source, factor, config, box) if region == "foreground" else coarse
     return upsample_mask(latent, factor), latent, latent
 
 

@@ -8,7 +8,9 @@ into an ``EditRegion``, in named stages:
 2. the decision: the region the captions name, weighed with where the map's mass sits
    (``decide_region``), or the one the caller gives;
 3. the cut: the map cut by that region (``masks.region_mask``), refused when empty;
-4. the snap: the cut grown or trimmed to the object the picture draws (``masks.snap_to_object``).
+4. the snap: the cut grown or trimmed to the object the picture draws (``masks.snap_to_object``);
+   unless the captions only recolour it, a foreground mask covers the object's bounding box, where
+   any new shape of its size goes.
 
 ``sample_in_region`` redraws inside an ``EditRegion``: Blended Latent Diffusion (``blend``), the
 decode, a foreground mask refined to the old and the new object's edges (``masks.refine_mask``),
@@ -103,8 +105,9 @@ def find_edit_region(
     coarse = masks.region_mask(normalized, decision.region, config)  # (h, w)
     if if_empty is not None and not coarse.any():
         raise RetouchError(f"the automatic mask is empty: {if_empty}")
+    recolor = source is not None and is_recolor(source, target)
     pixel, latent, keep_object = masks.snap_to_object(
-        coarse, decision.region, picture, pipe.vae_scale_factor, config
+        coarse, decision.region, picture, pipe.vae_scale_factor, config, box=not recolor
     )
     return EditRegion(
         region=decision.region,
@@ -113,7 +116,7 @@ def find_edit_region(
         pixel_mask=pixel,
         latent_mask=latent,
         keep_object_mask=keep_object,
-        recolor=source is not None and is_recolor(source, target),
+        recolor=recolor,
     )
 
 
