@@ -133,8 +133,11 @@ def run_pair(item: tuple[shapes64.EditPair, str, int]) -> dict[str, dict[str, An
                     ours_mask,
                 )
             else:
-                result = edit(model, source, pair.source_caption, pair.target_caption, method=method, **options)
+                tries = args.tries if method == "blend" else 1
+                result = edit(model, source, pair.source_caption, pair.target_caption, method=method, tries=tries,
+                              **options)  # fmt: skip
                 output, mask = np.asarray(result.image), np.asarray(result.mask) == 255
+                row["tries_used"] = len(result.report["tries"] or [None])
                 if method == "blend":
                     ours_mask = mask
                     row["region_ok"] = result.report["region"] == pair.region
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     add_split_arguments(parser)  # the split's base seed seeds the pairs; pair i edits with seed + i
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    parser.add_argument("--tries", type=int, default=1, help="blend: seeds tried while the oracle rejects the edit")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (speed: always 1)")

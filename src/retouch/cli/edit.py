@@ -61,6 +61,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "when both captions are canonical shapes-64 captions)",
     )
     parser.add_argument(
+        "--tries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="draw again from the next seed while --judge rejects the edit, at most N times; the seed "
+        "kept is recorded (default: 1, no judging)",
+    )
+    parser.add_argument(
         "--classifier", choices=("rules", "llm"), default="rules", help="region classifier (default: rules)"
     )
     parser.add_argument(
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         judge=args.judge,
         classifier=args.classifier,
         llm_url=args.llm_url,
+        tries=args.tries,
         progress=not args.quiet,
     )
     files = {name: str(path) for name, path in result.save(args.output).items()}

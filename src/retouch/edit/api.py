@@ -9,6 +9,7 @@ back and composite onto the input through a feathered mask; report.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -37,7 +38,7 @@ from retouch.edit.inputs import (
     read_image,
     read_user_mask,
 )
-from retouch.edit.judge import make_judge
+from retouch.edit.judge import JudgeSpec, make_judge
 from retouch.edit.layer import DEFAULT_FEATHER_PX, Composited, composite_edit, edit_layer, mask_image
 from retouch.edit.region import RegionDecision, check_captions_differ
 from retouch.edit.region_pipeline import (
@@ -51,6 +52,7 @@ from retouch.edit.region_pipeline import (
 from retouch.edit.result import OUTPUTS, EditResult, json_safe_metrics
 from retouch.edit.sdedit import sdedit
 from retouch.edit.strength import Judge, search_strength
+from retouch.edit.tries import best_of, check_tries
 from retouch.errors import RetouchError
 from retouch.io.convert import InputImage, pad_to_multiple
 from retouch.io.hashing import pixels_sha256
@@ -119,6 +121,7 @@ def edit(
     llm_url: str | None = None,
     mask_config: masks.MaskConfig | None = None,
     feather: int = DEFAULT_FEATHER_PX,
+    tries: int = 1,
     progress: bool = False,
 ) -> EditResult:
     """Edit ``image`` from ``source_prompt`` (what it shows) to ``target_prompt`` (what is wanted).
@@ -128,14 +131,13 @@ def edit(
         image: a file path (recorded in the recipe, so the edit replays), a PIL image or an array.
         method: ``blend`` (automatic mask + Blended Latent Diffusion), ``sdedit`` (whole picture),
             ``inpaint`` (needs ``mask``), ``diffedit`` (diffusers' DiffEdit pipeline).
-        region: ``auto`` decides from the captions and the image; the others override it.
-        mask: white = edit; overrides the automatic mask.
-        strength: img2img noise level in (0, 1], or ``"auto"``: the smallest at which ``judge``
-            says the edit took (``"oracle"``, a CLIP folder, or ``image -> (score, took)``; the
-            oracle by default when both captions are a world's).
+        region: ``auto`` decides from the captions and the image; the others override it. mask: white = edit.
+        strength: img2img noise level in (0, 1], or ``"auto"``: the smallest at which ``judge`` (``"oracle"``,
+            a CLIP folder, ``image -> (score, took)``; a world's oracle by default) says the edit took.
         classifier: ``rules`` (caption diff) or ``llm`` (an OpenAI-compatible endpoint at ``llm_url``).
         mask_config: the automatic mask's settings (``MaskConfig()`` when None).
         feather: pixels over which the composite fades from the edit to the input outside the mask.
+        tries: at most this many seeds, the next while ``judge`` rejects the edit (``edit.tries``).
 
     Raises:
         RetouchError: bad input, identical captions, or a region that cannot be decided.
@@ -145,6 +147,7 @@ def edit(
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
     seed = random_seed() if seed is None else seed
     check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
+    check_tries(tries)
     source_input = read_image(image)
     job = EditJob(
         pipe=loaded.pipe,
@@ -168,16 +171,15 @@ def edit(
     # 2. Prepare: pad, encode, and find the region (once for every strength tried).
     prepared = prepare(job)
     mask_seconds = time.perf_counter() - start
-    # 3. Run the method at the strength, or search the smallest strength that takes.
-    strength, attempt, trace = run_at_strength(job, prepared, strength, judge)
-    total_seconds = time.perf_counter() - start
+    # 3. Run the method at the strength, or search the smallest that takes (then more seeds: tries).
+    job, prepared, strength, attempt, search = run_tries(job, prepared, strength, judge, tries)
     # 4. Report.
-    timings = {"mask_s": mask_seconds, "edit_s": total_seconds - mask_seconds, "total_s": total_seconds}
+    timings = {"mask_s": mask_seconds, "total_s": time.perf_counter() - start}
     return EditResult(
         image=Image.fromarray(attempt.output),
         mask=mask_image(attempt.mask),
         layer=edit_layer(attempt.edited, attempt.alpha),
-        report=edit_report(job, prepared, attempt, source_input, strength=strength, trace=trace, timings=timings),
+        report=edit_report(job, prepared, attempt, source_input, strength=strength, search=search, timings=timings),
         recipe=edit_recipe(job, prepared, loaded, image=image, mask=mask, strength=strength),
     )
 
@@ -247,6 +249,29 @@ def find_blend_region(job: EditJob, prepared: Prepared) -> EditRegion:
         llm_url=job.llm_url,
         config=job.mask_config,
     )
+
+
+def run_tries(
+    job: EditJob, prepared: Prepared, strength: float | Literal["auto"], judge: JudgeSpec, tries: int
+) -> tuple[EditJob, Prepared, float, Composited, dict[str, list[dict[str, Any]] | None]]:
+    """``run_at_strength`` from ``job.seed``; with ``tries`` > 1, whole edits from the next seeds
+    too (the map's draws included, so each is the edit its seed replays) while the judge rejects
+    the edit: (the job with the seed kept, its preparation, strength, edit, the strength search's
+    and the tries' traces for the report)."""
+    if tries == 1:
+        found, attempt, trace = run_at_strength(job, prepared, strength, judge)
+        return job, prepared, found, attempt, {"strength_search": trace, "tries": None}
+    judge_fn = make_judge(judge, job.source_prompt, job.target_prompt, job.pipe.device, reference=job.source)
+
+    def run(seed: int) -> tuple[EditJob, Prepared, float, Composited, list[dict[str, Any]] | None]:
+        seeded = dataclasses.replace(job, seed=seed)
+        ready = prepared if seed == job.seed else prepare(seeded)
+        return seeded, ready, *run_at_strength(seeded, ready, strength, judge_fn)
+
+    _, (seeded, ready, found, attempt, trace), trials = best_of(
+        run, lambda result: judge_fn(Image.fromarray(result[3].output)), job.seed, tries
+    )
+    return seeded, ready, found, attempt, {"strength_search": trace, "tries": [t.to_dict() for t in trials]}
 
 
 def run_at_strength(
@@ -336,10 +361,11 @@ def edit_report(
     source_input: InputImage,
     *,
     strength: float,
-    trace: list[dict[str, Any]] | None,
+    search: dict[str, list[dict[str, Any]] | None],
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """The region decision, mask area, strength (and its search), timings and masked metrics."""
+    """The region decision, mask area, strength (and the searches: strength, tries), timings and
+    masked metrics."""
     height, width = job.source.shape[:2]
     decision = prepared.decision
     # inside the mask; in its feather band (blended); outside both (the input, bit for bit)
@@ -351,8 +377,9 @@ def edit_report(
         "region_evidence": decision.evidence,
         "mask_area": float(attempt.mask.mean()),
         "strength": strength,
-        "strength_search": trace,
+        "strength_search": search["strength_search"],
         "seed": job.seed,
+        "tries": search["tries"],
         "input": {
             "width": width,
             "height": height,
@@ -360,7 +387,7 @@ def edit_report(
             "notes": source_input.notes,
             "padded_to": [prepared.padded.shape[1], prepared.padded.shape[0]],
         },
-        "timings": timings,
+        "timings": {"mask_s": timings["mask_s"], "edit_s": timings["total_s"] - timings["mask_s"], **timings},
         "metrics": json_safe_metrics(metrics),
         "warnings": mask_warnings(decision.region, job.source, attempt),
     }
