@@ -215,6 +215,7 @@ def test_cli_reads_an_edit_beside_its_mask_and_recipe(models, tmp_path, capsys):
     assert main(["evaluate", "--pie", "--images", str(tmp_path / "edit" / "out.png"), *nets, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| file | structure_distance | psnr_unedit_part |" in printed and "| MSE x10^4 |" in printed
+    assert "only on DINO ViT-B/8" in printed
     row = json.loads((out / "pie_bench.json").read_text())["rows"][0]
     scorers = load_pie_scorers(models["clip"], models["squeeze"], models["dino"])
     expected = pie_metrics(
@@ -243,6 +244,7 @@ def test_cli_folder_mode_and_bad_input(models, tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["summary"]["pairs"] == 2 and "clip_similarity_target_image" in payload["summary"]
     assert any("structure_distance skipped" in note for note in payload["notes"])
+    assert any("only on openai/clip-vit-large-patch14" in note for note in payload["notes"])  # a tiny CLIP
     evaluation = evaluate_pie(tmp_path / "images", tmp_path / "references", tmp_path / "masks", "a white square")
     assert [row["file"] for row in evaluation.rows] == ["0.png", "1.png"]
 

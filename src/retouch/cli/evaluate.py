@@ -152,7 +152,7 @@ def run_pie(args: argparse.Namespace, device: str) -> int:
     present = [c for c in COLUMNS if any(c in row for row in evaluation.rows)]
     paper = [label for _, label, _ in PAPER_COLUMNS if label in evaluation.summary]
     lines = [markdown_table(evaluation.rows, ["file", *present]).rstrip()]
-    lines += [f"PIE-Bench table units (means over {len(evaluation.rows)} edits):"]
+    lines += [f"means in PIE-Bench's table units ({len(evaluation.rows)} edited pictures):"]
     lines += [markdown_table([evaluation.summary], paper).rstrip()] if paper else []
     report(args, evaluation, lines)
     return 0

@@ -33,6 +33,8 @@ from retouch.metrics.structure import load_dino
 from retouch.metrics.weights import MissingWeights
 
 PIE_CLIP = "openai/clip-vit-large-patch14"
+PIE_CLIP_VISION = {"patch_size": 14, "hidden_size": 1024, "num_hidden_layers": 24, "image_size": 224}
+PIE_DINO = {"patch_size": 8, "hidden_size": 768, "num_hidden_layers": 12}  # dino_vitb8
 PathLike = str | os.PathLike[str]
 
 
@@ -55,7 +57,7 @@ def load_pie_scorers(
     """Load what is given and present; a missing network becomes a note, its columns are left out."""
     found = load_scorers(clip, device=device, want=("clip",))
     scorers = PieScorers(clip=found.clip, notes=list(found.notes))
-    if scorers.clip is not None and PIE_CLIP not in scorers.clip.name:
+    if scorers.clip is not None and not _is_like(scorers.clip.model.config.vision_config, PIE_CLIP_VISION):
         scorers.notes.append(
             f"CLIP figures compare with PIE-Bench's only on {PIE_CLIP}; this run used {found.clip.name}"
         )
@@ -70,7 +72,13 @@ def load_pie_scorers(
             scorers.dino = load_dino(dino, device)
         except MissingWeights as e:
             scorers.notes.append(f"structure_distance skipped: {e}")
+        if scorers.dino is not None and not _is_like(scorers.dino.config, PIE_DINO):
+            scorers.notes.append(f"structure_distance compares with PIE-Bench's only on DINO ViT-B/8; {dino} is not")
     return scorers
+
+
+def _is_like(config: object, wanted: dict[str, int]) -> bool:
+    return all(getattr(config, key, None) == value for key, value in wanted.items())
 
 
 def edited_paths(edited: PathLike | Sequence[PathLike]) -> list[Path]:
