@@ -1,6 +1,8 @@
 """``retouch evaluate``: metrics of generated and edited pictures, as tables and plots.
 
     retouch evaluate --images OUT/ --references IN/ [--masks M/] [--captions C.jsonl] --out REPORT/
+    retouch evaluate --pie --images EDITED.png [...] [--references SOURCE.png] [--masks MASK.png]
+        [--target TEXT] --clip DIR [--dino DIR] --out REPORT/      (PIE-Bench's metrics)
     retouch evaluate --imagic-report OUT.json --out REPORT/
     retouch evaluate --sdedit-sweep --image IN.png --source TEXT --target TEXT --out REPORT/
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.errors import RetouchError
 
 if TYPE_CHECKING:
     from retouch.metrics.evaluate import Evaluation
@@ -38,12 +41,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "network is missing is skipped with a note naming the file it needs; the others still run.",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--images", type=Path, metavar="DIR", help="the outputs to score")
+    mode.add_argument(
+        "--images", type=Path, nargs="+", metavar="DIR", help="the outputs to score (with --pie: or picture files)"
+    )
     mode.add_argument("--imagic-report", type=Path, metavar="OUT.json", help="plot an Imagic eta sweep")
     mode.add_argument("--sdedit-sweep", action="store_true", help="run SDEdit at several strengths and plot")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where tables and plots go")
-    parser.add_argument("--references", type=Path, metavar="DIR", help="inputs/originals, matched by file name")
-    parser.add_argument("--masks", type=Path, metavar="DIR", help="masks (white = inside), matched by file name")
+    parser.add_argument(
+        "--references", type=Path, metavar="DIR", help="inputs/originals, matched by file name (--pie: or one file)"
+    )
+    parser.add_argument(
+        "--masks", type=Path, metavar="DIR", help="masks (white = inside), matched by file name (--pie: or one file)"
+    )
     parser.add_argument(
         "--captions", type=Path, metavar="FILE.jsonl", help='{"file_name", "text"} rows (default: PNG recipes)'
     )
@@ -60,10 +69,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--fid-features", choices=("inception", "clip"), default="inception", help="features for FID/KID"
     )
+    pie = parser.add_argument_group("--pie (PIE-Bench, Ju et al. 2023; also takes --source and --target)")
+    pie.add_argument(
+        "--pie",
+        action="store_true",
+        help="score edits with PIE-Bench's metrics: background PSNR/LPIPS/MSE/SSIM, CLIP whole and edited, "
+        "structure distance. Masks default to the NAME.mask.png an edit writes, sources and prompts to its recipe",
+    )
+    pie.add_argument("--dino", metavar="DIR", help="transformers DINO ViT folder (e.g. facebook/dino-vitb8)")
+    pie.add_argument(
+        "--no-pie-border",
+        dest="pie_border",
+        action="store_false",
+        help="count the picture's one-pixel frame as background (PIE-Bench counts it as edited)",
+    )
     sweep = parser.add_argument_group("--sdedit-sweep")
     sweep.add_argument("--image", type=Path, help="the picture to edit")
-    sweep.add_argument("--source", metavar="TEXT", help="a caption of the picture")
-    sweep.add_argument("--target", metavar="TEXT", help="a caption of the wanted picture")
+    sweep.add_argument("--source", metavar="TEXT", help="a caption of the picture (--pie: the source prompt)")
+    sweep.add_argument("--target", metavar="TEXT", help="a caption of the wanted picture (--pie: the target prompt)")
     sweep.add_argument(
         "--strengths",
         type=strengths_value,
@@ -81,34 +104,63 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from retouch.io.atomic import check_writable
     from retouch.metrics.evaluate import evaluate_images, evaluate_imagic_report, load_scorers
-    from retouch.metrics.report import json_safe
 
     check_writable(args.out)
     device = args.device or "cpu"
+    if args.pie:
+        return run_pie(args, device)
+    if args.images and len(args.images) > 1:
+        raise RetouchError("--images takes one folder (picture files only with --pie)")
     if args.images:
         scorers = load_scorers(args.clip, args.lpips_weights, args.inception, device)
         evaluation = evaluate_images(
-            args.images, args.references, args.masks, args.captions, scorers, fid_features=args.fid_features
+            args.images[0], args.references, args.masks, args.captions, scorers, fid_features=args.fid_features
         )
     elif args.imagic_report:
         scorers = load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
         evaluation = evaluate_imagic_report(args.imagic_report, scorers)
     else:
         evaluation = run_sdedit_sweep(args, device)
+    report(args, evaluation, [f"{key}: {value}" for key, value in evaluation.headline.items()])
+    return 0
+
+
+def report(args: argparse.Namespace, evaluation: Evaluation, lines: list[str]) -> None:
+    """Save the evaluation to --out and print ``lines``, its notes and files (or JSON)."""
+    from retouch.metrics.report import json_safe
+
     files = evaluation.save(args.out)
     summary, notes = evaluation.headline, evaluation.notes
-    lines = [f"{key}: {value}" for key, value in summary.items()]
-    lines += [f"note: {note}" for note in notes]
-    lines += [f"wrote {path}" for path in files.values()]
+    lines = lines + [f"note: {note}" for note in notes] + [f"wrote {path}" for path in files.values()]
     payload = {"summary": summary, "notes": notes, "files": {k: str(v) for k, v in files.items()}}
     emit(args, json_safe(payload), lines)
+
+
+def run_pie(args: argparse.Namespace, device: str) -> int:
+    """PIE-Bench's metrics; prints the per-edit table under PIE-Bench's column names and the means
+    in the paper's units."""
+    from retouch.metrics.pie import COLUMNS, PAPER_COLUMNS
+    from retouch.metrics.pie_evaluate import evaluate_pie, load_pie_scorers
+    from retouch.metrics.report import markdown_table
+
+    if not args.images:
+        raise RetouchError("--pie needs --images (edited picture files or a folder of them)")
+    scorers = load_pie_scorers(args.clip, args.lpips_weights, args.dino, device)
+    evaluation = evaluate_pie(
+        args.images, args.references, args.masks, args.target, args.captions, args.source, scorers, args.pie_border
+    )
+    present = [c for c in COLUMNS if any(c in row for row in evaluation.rows)]
+    paper = [label for _, label, _ in PAPER_COLUMNS if label in evaluation.summary]
+    lines = [markdown_table(evaluation.rows, ["file", *present]).rstrip()]
+    lines += [f"means in PIE-Bench's table units ({len(evaluation.rows)} edited pictures):"]
+    lines += [markdown_table([evaluation.summary], paper).rstrip()] if paper else []
+    report(args, evaluation, lines)
     return 0
 
 
 def run_sdedit_sweep(args: argparse.Namespace, device: str) -> Evaluation:
     """Check the sweep's arguments, load what it needs and run it."""
     from retouch.edit.sweep import sdedit_sweep
-    from retouch.errors import RetouchError
     from retouch.metrics.evaluate import load_scorers
     from retouch.models.loading import load_model
 

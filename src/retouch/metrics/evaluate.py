@@ -135,7 +135,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in wanted if not p.name.lower().endswith(SKIPPED_SUFFIXES))
 
 
-def _match(folder: Path | None, name: str) -> Path | None:
+def match_file(folder: Path | None, name: str) -> Path | None:
     """The file of ``folder`` named ``name``, or with the same stem and another image suffix."""
     if folder is None:
         return None
@@ -168,7 +168,7 @@ def evaluate_images(
         picture = np.asarray(load_image(path))
         caption = caption_of.get(path.name) if captions else recipe_caption(path)
         row: dict[str, Any] = {"file": path.name, "caption": caption}
-        ref_path = _match(ref_dir, path.name)
+        ref_path = match_file(ref_dir, path.name)
         reference = np.asarray(load_image(ref_path)) if ref_path else None
         if reference is not None and reference.shape != picture.shape:
             notes.append(
@@ -189,7 +189,7 @@ def evaluate_images(
         scores = scorers.clip.score([outputs[k] for k in captioned], [rows[k]["caption"] for k in captioned])
         for k, score in zip(captioned, scores, strict=True):
             rows[k]["clip_score"] = score
-    summary = _means(rows)
+    summary = column_means(rows)
     summary["n"] = len(rows)
     scored = [(p, r["caption"]) for p, r in zip(outputs, rows, strict=True) if r["caption"] is not None]
     accuracy = oracle_accuracy([p for p, _ in scored], [c for _, c in scored]) if scored else None
@@ -205,7 +205,7 @@ def evaluate_images(
 
 
 def _mask(folder: Path | None, name: str, picture: np.ndarray) -> np.ndarray | None:
-    path = _match(folder, name)
+    path = match_file(folder, name)
     if path is None:
         return None
     mask = load_image(path, mode="L")
@@ -232,14 +232,14 @@ def reference_metrics(
     return row
 
 
-def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
+def column_means(rows: list[dict[str, Any]], prefix: str = "mean_") -> dict[str, float]:
     """Mean of each numeric column over its finite values (PSNR's inf = identical is left out)."""
     means = {}
     for key in dict.fromkeys(k for row in rows for k in row):
         values = [r[key] for r in rows if isinstance(r.get(key), int | float) and not isinstance(r.get(key), bool)]
         finite = [float(v) for v in values if math.isfinite(v)]
         if finite and not key.startswith("oracle_"):
-            means[f"mean_{key}"] = float(np.mean(finite))
+            means[f"{prefix}{key}"] = float(np.mean(finite))
     return means
 
 
