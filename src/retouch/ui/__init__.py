@@ -9,7 +9,8 @@ capped, only the outputs folder readable). gradio is imported only here.
 
 from __future__ import annotations
 
+from retouch.ui import edit_handlers, handlers
 from retouch.ui.server import ServeOptions, launch_options, serve
 from retouch.ui.session import UISession
 
-__all__ = ["ServeOptions", "UISession", "launch_options", "serve"]
+__all__ = ["ServeOptions", "edit_handlers", "handlers", "UISession", "launch_options", "serve"]
