@@ -45,7 +45,9 @@ def build_edit_tab(session: UISession) -> EditTab:
         with gr.Row():
             with gr.Column():
                 picture = gr.File(label="Picture (PNG, JPEG or WebP)", type="filepath", elem_id="edit-picture")
-                preview = gr.Image(label="Input", type="filepath", interactive=False, height=256)
+                preview = gr.Image(
+                    label="Input", type="filepath", interactive=False, height=256, elem_id="edit-preview"
+                )
                 source = gr.Textbox(label="Source caption: what the picture shows", elem_id="edit-source")
                 target = gr.Textbox(label="Target caption: what you want", elem_id="edit-target")
                 options = edit_options()
@@ -102,7 +104,7 @@ def edit_options() -> dict[str, Any]:
             "method": gr.Dropdown(list(METHODS), value="blend", label="Method"),
             "region": gr.Dropdown(list(REGION_CHOICES), value="auto", label="Region"),
             "strength": gr.Textbox(str(DEFAULT_STRENGTH), label="Strength: a number in (0, 1], or auto"),
-            "steps": gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps"),
+            "steps": gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="edit-steps"),
             "seed": gr.Textbox("", label=SEED_HELP, elem_id="edit-seed"),
             "guidance_scale": gr.Number(0, label="Guidance scale (0: the model's)"),
             "editor": gr.ImageEditor(

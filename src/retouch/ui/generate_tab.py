@@ -34,7 +34,9 @@ def build_generate_tab(session: UISession, edit: EditTab, tabs: gr.Tabs) -> Gene
                 with gr.Row():
                     fields["seed"] = gr.Textbox("", label=SEED_HELP, elem_id="generate-seed", scale=4)
                     dice = gr.Button("🎲", scale=1, elem_id="generate-dice")
-                fields["steps"] = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
+                fields["steps"] = gr.Slider(
+                    1, 100, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="generate-steps"
+                )
                 fields["scheduler"] = gr.Dropdown(list(SCHEDULER_NAMES), value=DEFAULT_SCHEDULER, label="Scheduler")
                 fields["guidance_scale"] = gr.Number(0, label="Guidance scale (0: the model's)")
                 with gr.Row():
@@ -48,6 +50,7 @@ def build_generate_tab(session: UISession, edit: EditTab, tabs: gr.Tabs) -> Gene
                 gallery = gr.Gallery(label="Pictures", elem_id="generate-gallery", type="filepath")
                 send = gr.Button("Send to Edit", elem_id="generate-send")
         selected = gr.State(0)
+        saved = gr.State([])  # the saved PNGs (with their recipes): the gallery shows copies
 
         def run_generate(
             prompt: str,
@@ -61,16 +64,16 @@ def build_generate_tab(session: UISession, edit: EditTab, tabs: gr.Tabs) -> Gene
             num_images: int,
             request: gr.Request,
             progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (gradio's way to ask for progress)
-        ) -> list[tuple[str, str]]:
+        ) -> tuple[list[tuple[str, str]], list[str]]:
             settings = {"seed": seed, "steps": steps, "scheduler": scheduler, "guidance_scale": guidance_scale}
             settings.update(width=width, height=height, num_images=num_images)
             pictures = on_model(session, request, handlers.run_generate, prompt, negative_prompt, **settings)
-            return [(str(path), caption) for path, caption in pictures]
+            return [(str(path), caption) for path, caption in pictures], [str(path) for path, _ in pictures]
 
-        def send_to_edit(pictures: list | None, index: int, prompt: str) -> tuple[Any, Any, Any]:
+        def send_to_edit(pictures: list[str], index: int, prompt: str) -> tuple[Any, Any, Any]:
             if not pictures:
                 raise gr.Error("Generate a picture first.", print_exception=False)
-            picture = pictures[min(index, len(pictures) - 1)][0]
+            picture = pictures[min(index, len(pictures) - 1)]
             return picture, prompt, gr.Tabs(selected="edit")
 
         def select(event: gr.SelectData) -> int:
@@ -78,9 +81,9 @@ def build_generate_tab(session: UISession, edit: EditTab, tabs: gr.Tabs) -> Gene
 
         dice.click(lambda: str(random_seed() % (2**31)), None, fields["seed"], queue=False)
         event = run.click(
-            run_generate, list(fields.values()), gallery, concurrency_id=MODEL_QUEUE, concurrency_limit=1
+            run_generate, list(fields.values()), [gallery, saved], concurrency_id=MODEL_QUEUE, concurrency_limit=1
         )
         cancel_button(session, cancel, event)
         gallery.select(select, None, selected)
-        send.click(send_to_edit, [gallery, selected, fields["prompt"]], [edit.picture, edit.source, tabs])
+        send.click(send_to_edit, [saved, selected, fields["prompt"]], [edit.picture, edit.source, tabs])
     return GenerateTab(fields=fields)
