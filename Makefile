@@ -1,5 +1,6 @@
 # make demo: generate a few pictures with the bundled model (or a labelled placeholder).
-# make test: ruff, then the test suite.
+# make test: ruff, then the test suite (the web UI's tests drive Debian's chromium, installed here
+# with apt when missing and run as root; otherwise they fail saying what to install).
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ DEMO_OUT := outputs/demo
 # The bundled model when it is installed, else a tiny random placeholder.
 DEMO_MODEL := $(if $(wildcard $(BUNDLED)),shapes-64,$(PLACEHOLDER))
 
-.PHONY: demo test .venv
+.PHONY: demo test .venv chromium
 
 .venv: $(STAMP)
 
@@ -23,9 +24,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $(STAMP)
 
-test: .venv
+test: .venv chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
+
+# The browser the web UI's tests drive (Playwright's own browser downloads are not used).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && apt-get install -y chromium; \
+		else \
+			echo "################################################################################"; \
+			echo "# NO CHROMIUM: the web UI's browser tests will fail."; \
+			echo "# Install Debian's browser: sudo apt-get install -y chromium"; \
+			echo "################################################################################"; \
+		fi; \
+	fi
 
 demo: .venv $(if $(wildcard $(BUNDLED)),,$(PLACEHOLDER)/model_index.json)
 ifeq ($(DEMO_MODEL),$(PLACEHOLDER))

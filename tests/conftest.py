@@ -10,6 +10,7 @@ import torch
 
 # No test may reach the network: hub ids must fail fast and offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the web UI's tests: no calls home
 
 # One thread: on a small shared CPU, two threads that wait on each other stall for seconds.
 torch.set_num_threads(1)

@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("steer",),
     ("worlds",),
     ("batch",),
+    ("ui",),  # the web UI: thin over everything to its left
     ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
