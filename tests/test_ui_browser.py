@@ -4,6 +4,7 @@ the server runs in this process on a free port with the tiny random model."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -43,10 +44,13 @@ def server(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not CHROMIUM.exists() or shutil.which("chromium") is None:
-        pytest.fail(
+        message = (
             "the web UI's browser tests need Debian's Chromium at /usr/bin/chromium: "
-            "run `apt-get install -y chromium` (make test does it when run as root)"
+            "run `apt-get install -y chromium` (.ci/run does it when missing)"
         )
+        if os.environ.get("RETOUCH_REQUIRE_BROWSER") == "1":  # CI: a missing browser is a failure
+            pytest.fail(message)
+        pytest.skip(f"SKIPPED: no Chromium; {message}")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
