@@ -143,8 +143,8 @@ def edit(
     start = time.perf_counter()
     # 1. Check the inputs.
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
-    seed = random_seed() if seed is None else seed
-    check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
+    seed, guidance_scale = random_seed() if seed is None else seed, loaded.guidance_scale(guidance_scale)
+    check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask, guidance_scale)
     source_input = read_image(image)
     job = EditJob(
         pipe=loaded.pipe,
@@ -158,7 +158,7 @@ def edit(
         llm_url=llm_url,
         scheduler=scheduler,
         steps=steps,
-        guidance_scale=loaded.guidance_scale(guidance_scale),
+        guidance_scale=guidance_scale,
         seed=seed,
         mask_config=mask_config or masks.MaskConfig(),
         feather=feather,

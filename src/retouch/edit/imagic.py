@@ -35,6 +35,7 @@ from PIL import Image
 
 from retouch.core.components import pipe_name
 from retouch.core.latents import pixel_multiple
+from retouch.core.limits import check_number, check_numbers
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
 from retouch.core.seeding import MAX_SEED, random_seed
@@ -127,6 +128,7 @@ def imagic(
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "pipeline")
     started, seed = time.perf_counter(), random_seed() if seed is None else seed
     check_generate_arguments(eta, seed, seeds, steps, eta_grid)
+    check_number("guidance_scale", loaded.guidance_scale(guidance_scale))
     config = imagic_config(
         loaded.pipe,
         tune,
@@ -228,9 +230,8 @@ def check_generate_arguments(eta: float | str, seed: int, seeds: int, steps: int
             raise RetouchError(f"eta must be a number in [{ETA_RANGE[0]}, {ETA_RANGE[1]}] or 'auto', got {eta!r}")
     elif not eta_grid:
         raise RetouchError("eta auto needs a non-empty eta grid")
-    if seeds < 1:
-        raise RetouchError(f"seeds must be at least 1, got {seeds}")
+    check_numbers({"seeds": seeds, "steps": steps})
     if not 0 <= seed <= MAX_SEED - seeds:
         raise RetouchError(f"seed must be between 0 and {MAX_SEED - seeds}, got {seed}")
-    if steps < 1:
-        raise RetouchError(f"steps must be at least 1, got {steps}")
+    for value in eta_grid if eta == "auto" else ():
+        check_number("eta", value)
