@@ -99,3 +99,47 @@ def test_png_without_recipe_is_a_clear_error(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     with pytest.raises(RetouchError, match="carries no recipe"):
         read_recipe(tmp_path / "plain.png")
+
+
+def test_a_prompt_cannot_add_a_settings_line(tmp_path):
+    """A line break in a prompt would start a line that A1111 readers take for the settings."""
+    spoof = "a red circle\nSteps: 99, Sampler: X, CFG scale: 1, Seed: 1, Size: 8x8, Model: evil"
+    recipe = {**RECIPE, "prompt": spoof, "negative_prompt": "blurry\nNegative prompt: evil\r\nSteps: 98"}
+    text = format_parameters(recipe)
+    assert text.count("\n") == 2 and text.splitlines()[-1].startswith("Steps: 25, Sampler: Euler a")
+    parsed = parse_parameters(text)
+    assert (parsed["steps"], parsed["scheduler"], parsed["model"]) == (25, "euler-a", "shapes-64")
+    assert parsed["prompt"] == spoof.replace("\n", " ")  # whitespace to CLIP: the same picture
+    assert parsed["negative_prompt"] == "blurry Negative prompt: evil Steps: 98"
+    path = save_png(Image.new("RGB", (8, 8)), tmp_path / "a.png", recipe)
+    assert read_recipe(path) == recipe  # the JSON recipe keeps the prompt exactly
+
+
+def test_values_with_commas_are_quoted_as_a1111_quotes_them():
+    text = format_parameters({**RECIPE, "model": "/models/sd, v1: final"})
+    assert text.endswith('Model: "sd, v1: final"')
+    assert parse_parameters(text)["model"] == "sd, v1: final"
+
+
+def test_an_edit_writes_denoising_strength_and_its_source_caption():
+    edit = {
+        **RECIPE, "task": "edit", "image": "/in.png", "source": "a red circle, on blue", "target": RECIPE["prompt"],
+        "strength": 0.8, "method": "blend", "region": "background",
+    }
+    text = format_parameters(edit)
+    assert text.splitlines()[-1].endswith(
+        'Model: shapes-64, Denoising strength: 0.8, Source prompt: "a red circle, on blue"'
+    )
+    parsed = parse_parameters(text)
+    assert parsed["task"] == "edit" and parsed["strength"] == 0.8
+    assert (parsed["source"], parsed["target"]) == (edit["source"], edit["prompt"])
+
+
+def test_a1111_hires_text_stays_a_generation():
+    text = (
+        "a cat\nSteps: 20, Sampler: DDIM, CFG scale: 7, Seed: 1, Size: 512x512, "
+        "Denoising strength: 0.7, Hires upscale: 2"
+    )
+    assert parse_parameters(text)["task"] == "generate"
+    with pytest.raises(RetouchError, match="unreadable A1111 parameters"):
+        parse_parameters("a cat\nSteps: many, Sampler: DDIM, Seed: 1")

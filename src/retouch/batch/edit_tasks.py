@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.batch.tasks import check_fields, check_input_unchanged, check_model, get
+from retouch.batch.tasks import check_fields, check_input_unchanged, check_model, check_required, get
 from retouch.edit.api import (
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
@@ -43,16 +43,19 @@ EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
-    """``{"task": "edit", "image", "source", "target", "seed", "strength", "region", "mask", "method"}``."""
+def check_edit_job(job: dict[str, Any]) -> None:
     check_fields(job, "edit", EDIT_FIELDS)
-    check_model(ctx, job)
-    for name in ("image", "source", "target"):
-        if name not in job:
-            raise RetouchError(f"an edit job needs {name!r}")
+    check_required(job, "edit", ("image", "source", "target"))
     output = get(job, "output", "image")
     if output not in OUTPUTS:
         raise RetouchError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}")
+
+
+def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
+    """``{"task": "edit", "image", "source", "target", "seed", "strength", "region", "mask", "method"}``."""
+    check_edit_job(job)
+    check_model(ctx, job)
+    output = get(job, "output", "image")
     check_input_unchanged(job)
     result = edit(
         ctx.model,

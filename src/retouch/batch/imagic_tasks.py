@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.batch.tasks import check_fields, check_input_unchanged, check_model, get
+from retouch.batch.tasks import check_fields, check_input_unchanged, check_model, check_required, get
 from retouch.edit.imagic import DEFAULT_ETA, DEFAULT_SCHEDULER, DEFAULT_STEPS, imagic
-from retouch.errors import RetouchError
 
 IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "image": str,
@@ -42,13 +41,15 @@ IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def check_imagic_job(job: dict[str, Any]) -> None:
+    check_fields(job, "imagic", IMAGIC_FIELDS)
+    check_required(job, "imagic", ("image", "target"))
+
+
 def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     """``{"task": "imagic", "image", "target", "eta", "seed", ...}``: missing fields take the defaults."""
-    check_fields(job, "imagic", IMAGIC_FIELDS)
+    check_imagic_job(job)
     check_model(ctx, job)
-    for name in ("image", "target"):
-        if name not in job:
-            raise RetouchError(f"an imagic job needs {name!r}")
     check_input_unchanged(job)
     result = imagic(
         ctx.model,

@@ -2,6 +2,8 @@
 
 A task is a function ``(ctx: TaskContext, job: dict) -> TaskOutput``. It computes images
 and recipes and writes nothing: ``run_batch`` and ``replay`` do all file writing, atomically.
+A task may also register a check ``(job: dict) -> None`` that refuses a bad job without the
+model (fields, types, counts, sizes, finite numbers): ``replay`` runs it before any work.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class TaskOutput:
 
 
 TaskFn = Callable[[TaskContext, dict[str, Any]], TaskOutput]
+CheckFn = Callable[[dict[str, Any]], None]
 
 
 class TaskRegistry:
@@ -52,14 +55,20 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, TaskFn] = {}
+        self._checks: dict[str, CheckFn] = {}
 
-    def register(self, name: str, fn: TaskFn | None = None) -> Callable[[TaskFn], TaskFn] | TaskFn:
-        """``register(name, fn)``, or ``@register(name)`` as a decorator."""
+    def register(
+        self, name: str, fn: TaskFn | None = None, *, check: CheckFn | None = None
+    ) -> Callable[[TaskFn], TaskFn] | TaskFn:
+        """``register(name, fn)``, or ``@register(name)`` as a decorator; ``check`` validates a
+        job of this task without running it."""
 
         def add(task: TaskFn) -> TaskFn:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
             self._tasks[name] = task
+            if check is not None:
+                self._checks[name] = check
             return task
 
         return add(fn) if fn is not None else add
@@ -72,25 +81,36 @@ class TaskRegistry:
             raise RetouchError(f"unknown task {name!r}; known tasks: {', '.join(self._tasks)}")
         return self._tasks[name]
 
+    def check(self, job: dict[str, Any]) -> None:
+        """Refuse a job whose task is unknown or whose task's check fails; runs nothing."""
+        task = self._task_name(job)
+        self.get(task)
+        if task in self._checks:
+            self._checks[task](job)
+
     def run(self, ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         """Dispatch ``job`` on its ``"task"`` field (``"generate"`` when absent)."""
+        return self.get(self._task_name(job))(ctx, job)
+
+    @staticmethod
+    def _task_name(job: dict[str, Any]) -> str:
         task = job.get("task", DEFAULT_TASK)
         if not isinstance(task, str):
             raise RetouchError(f"'task' must be a string, got {task!r}")
-        return self.get(task)(ctx, job)
+        return task
 
 
 def default_registry() -> TaskRegistry:
     """A registry holding every built-in task. New tasks are added here."""
-    from retouch.batch.edit_tasks import edit_task
-    from retouch.batch.imagic_tasks import imagic_task
-    from retouch.batch.steer_tasks import interpolate_task, style_task
-    from retouch.batch.tasks import generate_task
+    from retouch.batch.edit_tasks import check_edit_job, edit_task
+    from retouch.batch.imagic_tasks import check_imagic_job, imagic_task
+    from retouch.batch.steer_tasks import check_interpolate_job, check_style_job, interpolate_task, style_task
+    from retouch.batch.tasks import check_generate_job, generate_task
 
     registry = TaskRegistry()
-    registry.register("generate", generate_task)
-    registry.register("style", style_task)
-    registry.register("interpolate", interpolate_task)
-    registry.register("edit", edit_task)
-    registry.register("imagic", imagic_task)
+    registry.register("generate", generate_task, check=check_generate_job)
+    registry.register("style", style_task, check=check_style_job)
+    registry.register("interpolate", interpolate_task, check=check_interpolate_job)
+    registry.register("edit", edit_task, check=check_edit_job)
+    registry.register("imagic", imagic_task, check=check_imagic_job)
     return registry

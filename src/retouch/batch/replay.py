@@ -29,6 +29,20 @@ def default_replay_path(image_path: Path) -> Path:
     return image_path.with_name(f"{image_path.stem}.replay.png")
 
 
+def check_recipe(recipe: dict[str, Any], registry: TaskRegistry, image_path: Path) -> None:
+    """Refuse a recipe that is not one picture's, or that its task would refuse (fields, types,
+    counts, sizes, steps, finite numbers), before the model loads or anything runs: a tampered
+    ``"num_images": 1000`` must not make a thousand pictures first."""
+    if recipe.get("num_images") not in (None, 1):
+        raise RetouchError(
+            f"the recipe in {image_path} makes {recipe['num_images']!r} images; a PNG's recipe makes 1"
+        )
+    try:
+        registry.check(recipe)
+    except RetouchError as e:
+        raise RetouchError(f"{image_path}: bad recipe: {e}") from e
+
+
 def replay(
     image_path: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -48,6 +62,8 @@ def replay(
     """
     image_path = Path(image_path)
     recipe = read_recipe(image_path)
+    registry = registry or default_registry()
+    check_recipe(recipe, registry, image_path)
     if not isinstance(model, LoadedModel):
         name = model or recipe.get("model")
         if not name:
@@ -57,7 +73,7 @@ def replay(
     if model.config:
         job["model_config"] = model.config
     start = time.perf_counter()
-    result = (registry or default_registry()).run(TaskContext(model, progress), job)
+    result = registry.run(TaskContext(model, progress), job)
     if len(result.images) != 1:
         raise RetouchError(f"the recipe in {image_path} makes {len(result.images)} images, expected 1")
     path = save_png(

@@ -3,7 +3,12 @@
 For each job ``DIR/{id}.png`` (``{id}-{k}.png`` for several images, plus ``{id}{suffix}.png``
 for a task's extra named images) and then the report ``DIR/{id}.json`` are written atomically;
 a job is finished once its report exists, so a re-run after a crash or ``kill -9`` skips it.
-A failed job writes ``DIR/{id}.error.json``.
+A failed job writes ``DIR/{id}.error.json``. Ids whose files could overwrite another job's
+(``x`` and ``x.error``, ``e`` and ``e.mask``) are refused before anything runs.
+
+Several runs may share ``DIR`` (a second ``retouch batch`` started on the same folder): each job
+is locked (``DIR/.{id}.lock``, an OS lock released when its process dies) while one run works on
+it, and the other runs skip it, so every job runs once in all.
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ from tqdm.auto import tqdm
 from retouch.batch.registry import TaskContext, TaskRegistry, default_registry
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_json, check_writable, remove_stale_temp_files
+from retouch.io.locks import FileLock
 from retouch.io.png import save_png
+from retouch.metrics.report import json_safe
 from retouch.models.loading import DEFAULT_MODEL, LoadedModel, load_model
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_][\w.-]*$")  # a safe file name: no slashes, no leading dot
+# A job writes {id}.json, {id}.error.json, {id}.png or {id}-{k}.png, and {id}{suffix}.png for
+# each extra image, whose suffix must match EXTRA_SUFFIX_RE. So job b's files can be job a's
+# exactly when b = a + one of these tails:
+_CLASHING_TAIL_RE = re.compile(r"\.error|\.mask|\.layer|[-_]\d+")
+EXTRA_SUFFIX_RE = re.compile(r"\.mask|\.layer|_\d+")  # an edit's mask and layer, a sweep's or path's frames
+BATCH_LOCK = ".retouch-batch.lock"  # shared by every run on a folder; exclusive to clean up
 
 
 @dataclass
@@ -47,6 +60,7 @@ class JobResult:
     files: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    note: str | None = None  # e.g. why a job was skipped: another run on the folder had it
 
 
 @dataclass
@@ -83,15 +97,32 @@ def read_jobs(jobs_path: str | os.PathLike[str]) -> list[Job]:
     except (OSError, UnicodeDecodeError) as e:
         raise RetouchError(f"cannot read jobs file {jobs_path}: {e}") from e
     jobs = [job for number, line in enumerate(lines, start=1) if (job := _parse_line(number, line))]
-    seen: dict[str, int] = {}
+    check_ids_apart(jobs, jobs_path)
+    return jobs
+
+
+def check_ids_apart(jobs: list[Job], jobs_path: str | os.PathLike[str]) -> None:
+    """Refuse ids that name the same file: equal ones, ones equal but for case (one file on
+    macOS and Windows), and ids one of whose files is another's (``x`` and ``x.error``)."""
+    owners: dict[str, Job] = {}
     for job in jobs:
-        if job.id in seen:
+        other = owners.setdefault(job.id.casefold(), job)
+        if other is not job:
+            same = "duplicate job id" if other.id == job.id else "job ids that differ only in case,"
             raise RetouchError(
-                f"duplicate job id {job.id!r} on lines {seen[job.id]} and {job.line} of {jobs_path}; "
+                f"{same} {job.id!r} on lines {other.line} and {job.line} of {jobs_path}; "
                 "ids name the output files, so each must be unique"
             )
-        seen[job.id] = job.line
-    return jobs
+    for job in jobs:
+        key = job.id.casefold()
+        for i in range(1, len(key)):
+            other = owners.get(key[:i])
+            if other is not None and _CLASHING_TAIL_RE.fullmatch(key[i:]):
+                clash = f"{job.id}.json" if key[i:] == ".error" else f"{job.id}.png"
+                raise RetouchError(
+                    f"job id {job.id!r} (line {job.line}) and job id {other.id!r} (line {other.line}) "
+                    f"would both write {clash}; rename one of them"
+                )
 
 
 def _parse_line(number: int, line: str) -> Job | None:
@@ -144,29 +175,94 @@ def run_batch(
     process_index, num_processes = (state.process_index, state.num_processes) if state else (0, 1)
     jobs = read_jobs(jobs_path)
     check_writable(out_dir)
-    if process_index == 0:
-        remove_stale_temp_files(out_dir)
+    started = time.time()
+    folder_lock = join_folder(out_dir, clean=process_index == 0)
     if num_processes > 1:
         state.wait_for_everyone()  # no process writes before the stale files are gone
-
-    # Split the full list, not the unfinished one: every process then agrees on the split.
-    mine = jobs[process_index::num_processes]
-    results = [
-        JobResult(job.id, job.line, "skipped") for job in mine if report_path(out_dir, job.id).exists()
-    ]
-    pending = [job for job in mine if not report_path(out_dir, job.id).exists()]
-    ctx: TaskContext | None = None
-    for job in tqdm(pending, desc="jobs", disable=not progress or process_index != 0):
-        if job.recipe is not None and ctx is None:
-            loaded = model if isinstance(model, LoadedModel) else load_model(model, device, dtype, config)
-            ctx = TaskContext(loaded, progress=progress and num_processes == 1)
-        results.append(_run_job(ctx, registry, job, out_dir, process_index))
+    try:
+        # Split the full list, not the unfinished one: every process then agrees on the split.
+        mine = jobs[process_index::num_processes]
+        pending = [job for job in mine if not is_finished(out_dir, job.id)]
+        waiting = {job.id for job in pending}
+        results = [JobResult(job.id, job.line, "skipped") for job in mine if job.id not in waiting]
+        ctx: TaskContext | None = None
+        for job in tqdm(pending, desc="jobs", disable=not progress or process_index != 0):
+            lock = FileLock(out_dir / f".{job.id}.lock")
+            if not lock.acquire():
+                results.append(JobResult(job.id, job.line, "skipped", note="another run on this folder has it"))
+                continue
+            try:
+                if (done := done_elsewhere(out_dir, job, started)) is not None:
+                    results.append(done)
+                    continue
+                if job.recipe is not None and ctx is None:
+                    loaded = model if isinstance(model, LoadedModel) else load_model(model, device, dtype, config)
+                    ctx = TaskContext(loaded, progress=progress and num_processes == 1)
+                results.append(_run_job(ctx, registry, job, out_dir, process_index))
+            finally:
+                lock.release(remove=True)
+    finally:
+        leave_folder(folder_lock)
 
     if num_processes > 1:
         from accelerate.utils import gather_object
 
         results = gather_object(results)
     return BatchSummary(sorted(results, key=lambda result: result.line))
+
+
+def join_folder(out_dir: Path, clean: bool) -> FileLock:
+    """Hold the folder's shared lock while this run writes there. With ``clean``, first take it
+    alone if no other run holds it: then every temporary file there is a killed writer's and
+    goes (another live run's temporary files are its files being written)."""
+    lock = FileLock(out_dir / BATCH_LOCK)
+    if clean and lock.acquire():
+        remove_stale_temp_files(out_dir)
+        lock.share()
+    else:
+        lock.acquire(shared=True, blocking=True)
+    return lock
+
+
+def leave_folder(lock: FileLock) -> None:
+    """Let go of the folder; the last run to leave removes the lock file."""
+    lock.release(remove=lock.try_exclusive())
+
+
+def is_finished(out_dir: Path, job_id: str) -> bool:
+    """The job's report exists, and is not another job's file: a report names its job's id, and
+    an error file written by an older version for a clashing id says ``"status": "failed"``."""
+    path = report_path(out_dir, job_id)
+    if not path.exists():
+        return False
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # unreadable: run the job again, its report is written anew
+    if not isinstance(report, dict):
+        return False
+    return report.get("id", job_id) == job_id and report.get("status") != "failed"
+
+
+def done_elsewhere(out_dir: Path, job: Job, started: float) -> JobResult | None:
+    """The job's result when another run on the folder finished it, or failed it since ``started``
+    (it is tried again by a later run, not by this concurrent one), else None."""
+    if is_finished(out_dir, job.id):
+        return JobResult(job.id, job.line, "skipped", note="another run on this folder finished it")
+    error = error_path(out_dir, job.id)
+    try:
+        failed_here_and_now = error.stat().st_mtime >= started
+    except FileNotFoundError:
+        return None
+    if not failed_here_and_now:
+        return None
+    try:
+        message = json.loads(error.read_text(encoding="utf-8")).get("error")
+    except (OSError, ValueError, AttributeError):
+        message = None
+    return JobResult(
+        job.id, job.line, "failed", [error.name], message or "failed", note="another run on this folder failed it"
+    )
 
 
 def _run_job(
@@ -186,6 +282,8 @@ def _run_job(
         for image, recipe, name in zip(output.images, output.recipes, names, strict=True):
             save_png(image, out_dir / name, recipe)
         for suffix, (image, recipe) in output.extra_images.items():
+            if not EXTRA_SUFFIX_RE.fullmatch(suffix):
+                raise RetouchError(f"task output suffix {suffix!r} could clash with another job's files")
             save_png(image, out_dir / f"{job.id}{suffix}.png", recipe)
             names.append(f"{job.id}{suffix}.png")
         report = {
@@ -220,7 +318,7 @@ def _run_job(
             "job": job.recipe,
             **({} if isinstance(e, RetouchError) else {"traceback": traceback.format_exc()}),
         }
-        atomic_write_json(error_path(out_dir, job.id), error)
+        atomic_write_json(error_path(out_dir, job.id), json_safe(error))  # a job's NaN becomes null
         return JobResult(
             job.id, job.line, "failed", [f"{job.id}.error.json"], message, time.perf_counter() - start
         )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from retouch.batch.registry import TaskContext, TaskOutput
-from retouch.batch.tasks import GENERATE_FIELDS, check_fields, check_model, get
+from retouch.batch.tasks import GENERATE_FIELDS, check_fields, check_model, check_required, get
 from retouch.core.generate import DEFAULT_SCHEDULER
 from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
 from retouch.steer.interpolate import DEFAULT_FRAMES, interpolate
-from retouch.steer.style import DEFAULT_STYLE_DIRECTION, style_amount, style_sweep, stylize
+from retouch.steer.style import DEFAULT_STYLE_DIRECTION, parse_sweep, style_amount, style_sweep, stylize
 
 STYLE_FIELDS: dict[str, type | tuple[type, ...]] = {
     **GENERATE_FIELDS,
@@ -34,16 +34,29 @@ INTERPOLATE_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def check_style_job(job: dict[str, Any]) -> None:
+    check_fields(job, "style", STYLE_FIELDS, aliases={"strength": "amount"})
+    check_required(job, "style", ("prompt", "style"))
+    if job.get("sweep") is not None:
+        if job.get("amount") is not None or job.get("strength") is not None:
+            raise RetouchError("a style job with a 'sweep' takes no 'amount'")
+        if job.get("num_images") not in (None, 1):
+            raise RetouchError("a style job with a 'sweep' takes no 'num_images'")
+        parse_sweep(job["sweep"])
+
+
+def check_interpolate_job(job: dict[str, Any]) -> None:
+    check_fields(job, "interpolate", INTERPOLATE_FIELDS)
+    check_required(job, "interpolate", ("prompt_a", "prompt_b"))
+
+
 def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     """``{"task": "style", "prompt", "style", "amount", "direction", "seed"}``: one picture at
     style amount ``amount`` (theta; ``"strength"``, its old name, is read too); 0 is the plain
     generation. With ``"sweep": "a:b:n"`` instead of an amount: the grid, plus each amount's
     picture as ``{id}_{k}.png``."""
-    check_fields(job, "style", STYLE_FIELDS)
+    check_style_job(job)
     check_model(ctx, job)
-    for name in ("prompt", "style"):
-        if name not in job:
-            raise RetouchError(f"a style job needs a {name!r}")
     options = {
         "direction": get(job, "direction", DEFAULT_STYLE_DIRECTION),
         "negative_prompt": get(job, "negative_prompt", ""),
@@ -56,10 +69,6 @@ def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         "progress": ctx.progress,
     }
     if job.get("sweep") is not None:
-        if job.get("amount") is not None or job.get("strength") is not None:
-            raise RetouchError("a style job with a 'sweep' takes no 'amount'")
-        if job.get("num_images") not in (None, 1):
-            raise RetouchError("a style job with a 'sweep' takes no 'num_images'")
         sweep = style_sweep(ctx.model, job["prompt"], job["style"], job["sweep"], **options)
         frames = {
             f"_{k}": (image, recipe)
@@ -83,11 +92,8 @@ def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
 def interpolate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     """``{"task": "interpolate", "prompt_a", "prompt_b", "frames", "seed"}``: the contact strip as
     ``{id}.png`` and frame ``k`` as ``{id}_{k}.png``; with ``"frame": k``, that frame alone."""
-    check_fields(job, "interpolate", INTERPOLATE_FIELDS)
+    check_interpolate_job(job)
     check_model(ctx, job)
-    for name in ("prompt_a", "prompt_b"):
-        if name not in job:
-            raise RetouchError(f"an interpolate job needs a {name!r}")
     result = interpolate(
         ctx.model,
         prompt_a=job["prompt_a"],

@@ -9,6 +9,7 @@ import numpy as np
 
 from retouch.batch.registry import TaskContext, TaskOutput
 from retouch.core.generate import DEFAULT_SCHEDULER, generate
+from retouch.core.limits import check_numbers
 from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
 from retouch.io.convert import read_input_image
@@ -29,8 +30,14 @@ GENERATE_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def check_fields(job: dict[str, Any], task: str, fields: dict[str, type | tuple[type, ...]]) -> None:
-    """Reject unknown fields and wrong JSON types instead of quietly ignoring them."""
+def check_fields(
+    job: dict[str, Any],
+    task: str,
+    fields: dict[str, type | tuple[type, ...]],
+    aliases: dict[str, str] | None = None,
+) -> None:
+    """Reject unknown fields, wrong JSON types and numbers outside ``retouch.core.limits``
+    (NaN, infinity, a step count past the limit) instead of quietly running with them."""
     allowed = {**COMMON_FIELDS, **fields}
     unknown = sorted(set(job) - set(allowed))
     if unknown:
@@ -40,6 +47,14 @@ def check_fields(job: dict[str, Any], task: str, fields: dict[str, type | tuple[
             continue  # null means "use the default"
         if isinstance(value, bool) or not isinstance(value, allowed[name]):
             raise RetouchError(f"field {name!r} has the wrong type: {value!r}")
+    check_numbers(job, aliases)
+
+
+def check_required(job: dict[str, Any], task: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in job:
+            article = "an" if task[0] in "aeiou" else "a"
+            raise RetouchError(f"{article} {task} job needs a {name!r} field")
 
 
 def get(job: dict[str, Any], name: str, default: Any) -> Any:
@@ -76,12 +91,15 @@ def check_input_unchanged(job: dict[str, Any]) -> None:
         raise RetouchError(f"{job['image']} changed since the recipe was written; its pixels differ")
 
 
+def check_generate_job(job: dict[str, Any]) -> None:
+    check_fields(job, "generate", GENERATE_FIELDS)
+    check_required(job, "generate", ("prompt",))
+
+
 def generate_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
     """``{"task": "generate", "prompt": ..., "seed": ...}``: missing fields take the defaults."""
-    check_fields(job, "generate", GENERATE_FIELDS)
+    check_generate_job(job)
     check_model(ctx, job)
-    if "prompt" not in job:
-        raise RetouchError("a generate job needs a 'prompt'")
     result = generate(
         ctx.model,
         prompt=job["prompt"],

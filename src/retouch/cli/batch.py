@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         state=state,
     )
     if state.is_main_process:
-        lines = [f"{r.status:7} {r.id}" + (f": {r.error}" if r.error else "") for r in summary.results]
+        lines = [
+            f"{r.status:7} {r.id}" + (f": {r.error}" if r.error else "") + (f" ({r.note})" if r.note else "")
+            for r in summary.results
+        ]
         counts = f"{summary.count('ok')} ok, {summary.failed} failed, {summary.count('skipped')} skipped"
         lines.append(f"{counts} -> {args.out}")
         emit(args, summary.to_dict(), lines)

@@ -76,6 +76,8 @@ def run_clip(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from retouch.io.locks import folder_busy
+    from retouch.train.checkpoint import TRAIN_LOCK
     from retouch.train.ldm import LDMConfig, train_ldm_model
 
     try:
@@ -89,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     }
     config = replace(config, **overrides)
     output = Path(args.output)
+    if busy := folder_busy(output, TRAIN_LOCK, "retouch train"):
+        raise RetouchError(busy)
     if (output / "work").exists() and not args.resume:
         raise RetouchError(
             f"{output} already holds a training run: pass --resume to continue it, or pick another --output"

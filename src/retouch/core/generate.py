@@ -14,6 +14,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from retouch.core.components import pipe_name, scheduler_swapped
+from retouch.core.limits import check_number, check_size
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.seeding import MAX_SEED, random_seed
@@ -97,7 +98,7 @@ def generate(
     """
     loaded, guidance_scale, width, height, seed = fill_defaults(model, guidance_scale, width, height, seed)
     pipe = loaded.pipe
-    check_generate_arguments(num_images, seed, steps, width, height)
+    check_generate_arguments(num_images, seed, steps, width, height, guidance_scale)
     warn_if_truncated(pipe.tokenizer, prompt_text(prompt), "prompt")
     if negative_prompt:
         warn_if_truncated(pipe.tokenizer, prompt_text(negative_prompt), "negative prompt")
@@ -142,13 +143,15 @@ def generate(
     return result
 
 
-def check_generate_arguments(num_images: int, seed: int, steps: int, width: int, height: int) -> None:
-    if num_images < 1:
-        raise RetouchError(f"num_images must be at least 1, got {num_images}")
-    if not 0 <= seed <= MAX_SEED - num_images:
+def check_generate_arguments(
+    num_images: int, seed: int, steps: int, width: int, height: int, guidance_scale: float | None = None
+) -> None:
+    """Refuse counts, seeds, sizes and a guidance scale outside ``retouch.core.limits``."""
+    check_number("num_images", num_images)
+    check_number("seed", seed)
+    if seed > MAX_SEED - num_images:
         raise RetouchError(f"seed must be between 0 and {MAX_SEED - num_images}, got {seed}")
-    if steps < 1:
-        raise RetouchError(f"steps must be at least 1, got {steps}")
-    for name, value in (("width", width), ("height", height)):
-        if value < 8 or value % 8:
-            raise RetouchError(f"{name} must be a positive multiple of 8, got {value}")
+    check_number("steps", steps)
+    check_size(width, height)
+    if guidance_scale is not None:
+        check_number("guidance_scale", guidance_scale)

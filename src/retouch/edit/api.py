@@ -52,7 +52,7 @@ from retouch.edit.region_pipeline import (
 from retouch.edit.result import OUTPUTS, EditResult, json_safe_metrics
 from retouch.edit.sdedit import sdedit
 from retouch.edit.strength import Judge, search_strength
-from retouch.edit.tries import best_of, check_tries
+from retouch.edit.tries import best_of
 from retouch.errors import RetouchError
 from retouch.io.convert import InputImage, pad_to_multiple
 from retouch.io.hashing import pixels_sha256
@@ -145,9 +145,8 @@ def edit(
     start = time.perf_counter()
     # 1. Check the inputs.
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
-    seed = random_seed() if seed is None else seed
-    check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask)
-    check_tries(tries)
+    seed, guidance_scale = random_seed() if seed is None else seed, loaded.guidance_scale(guidance_scale)
+    check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask, guidance_scale, tries)
     source_input = read_image(image)
     job = EditJob(
         pipe=loaded.pipe,
@@ -161,7 +160,7 @@ def edit(
         llm_url=llm_url,
         scheduler=scheduler,
         steps=steps,
-        guidance_scale=loaded.guidance_scale(guidance_scale),
+        guidance_scale=guidance_scale,
         seed=seed,
         mask_config=mask_config or masks.MaskConfig(),
         feather=feather,

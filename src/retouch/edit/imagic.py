@@ -36,6 +36,7 @@ from PIL import Image
 
 from retouch.core.components import pipe_name
 from retouch.core.latents import pixel_multiple
+from retouch.core.limits import check_number, check_numbers
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
 from retouch.core.seeding import MAX_SEED, random_seed
@@ -109,9 +110,8 @@ def imagic(
         model: a ``LoadedModel`` from ``load_model``, or a bare diffusers pipeline.
         image: a file path (recorded in the recipe, so the edit replays), a PIL image or an array.
         eta: the weight of ``e_tgt`` in [0, 2] (0 reconstructs the input, 1 is the target text), or
-            ``"auto"``: sweep ``eta_grid`` x ``seeds`` seeds, take the accepted picture the judge
-            scores highest, near-ties (``imagic_report.SCORE_TIE``) broken by preservation (1 - LPIPS
-            with ``lpips_weights`` or found ones, else PSNR).
+            ``"auto"``: sweep ``eta_grid`` x ``seeds`` seeds, take the best accepted picture
+            (``imagic_report.choose``; preservation: 1 - LPIPS with ``lpips_weights``, else PSNR).
         seed: the sampling seed (the first of ``seeds``); random (and recorded) when None.
         region: what stage C redraws: ``auto`` decides object or background from a DiffEdit map of
             ``e_opt`` against ``e_tgt`` (and the captions) and keeps the input elsewhere;
@@ -129,6 +129,7 @@ def imagic(
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "pipeline")
     started, seed = time.perf_counter(), random_seed() if seed is None else seed
     check_generate_arguments(eta, seed, seeds, steps, eta_grid)
+    check_number("guidance_scale", loaded.guidance_scale(guidance_scale))
     config = imagic_config(
         loaded.pipe,
         tune,
@@ -230,9 +231,8 @@ def check_generate_arguments(eta: float | str, seed: int, seeds: int, steps: int
             raise RetouchError(f"eta must be a number in [{ETA_RANGE[0]}, {ETA_RANGE[1]}] or 'auto', got {eta!r}")
     elif not eta_grid:
         raise RetouchError("eta auto needs a non-empty eta grid")
-    if seeds < 1:
-        raise RetouchError(f"seeds must be at least 1, got {seeds}")
+    check_numbers({"seeds": seeds, "steps": steps})
     if not 0 <= seed <= MAX_SEED - seeds:
         raise RetouchError(f"seed must be between 0 and {MAX_SEED - seeds}, got {seed}")
-    if steps < 1:
-        raise RetouchError(f"steps must be at least 1, got {steps}")
+    for value in eta_grid if eta == "auto" else ():
+        check_number("eta", value)

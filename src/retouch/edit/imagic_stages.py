@@ -22,6 +22,7 @@ import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
 from retouch.core.latents import encode, text_embeddings
+from retouch.core.limits import check_numbers
 from retouch.core.weighting import encode_if_weighted
 from retouch.edit.imagic_cache import ImagicCache, model_fingerprint, stage_key
 from retouch.errors import RetouchError
@@ -85,6 +86,7 @@ def imagic_config(pipe: StableDiffusionPipeline, tune: Tune = "lora", **override
     for name in ("lr_embed", "lr_tune"):
         if not getattr(config, name) > 0:
             raise RetouchError(f"{name} must be positive, got {getattr(config, name)}")
+    check_numbers(asdict(config))
     return config
 
 

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from retouch.core.limits import check_numbers
 from retouch.core.seeding import MAX_SEED
 from retouch.edit import masks
+from retouch.edit.tries import check_tries
 from retouch.errors import RetouchError
 from retouch.io.convert import InputImage, read_input_image, to_rgb
 
@@ -53,8 +55,11 @@ def check_edit_arguments(
     classifier: str,
     llm_url: str | None,
     mask: Any,
+    guidance_scale: float | None = None,
+    tries: int = 1,
 ) -> None:
     """Refuse arguments ``edit`` cannot run with, naming the flag to change."""
+    check_tries(tries)
     if method not in METHODS:
         raise RetouchError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if region not in REGION_CHOICES:
@@ -65,8 +70,7 @@ def check_edit_arguments(
         raise RetouchError(f"strength must be in (0, 1] or 'auto', got {strength!r}")
     if not 0 <= seed <= MAX_SEED:
         raise RetouchError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    if steps < 1:
-        raise RetouchError(f"steps must be at least 1, got {steps}")
+    check_numbers({"steps": steps, "guidance_scale": guidance_scale})
     if classifier not in ("rules", "llm"):
         raise RetouchError(f"unknown classifier {classifier!r}; choose rules or llm")
     if classifier == "llm" and not llm_url:

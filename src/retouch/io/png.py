@@ -7,7 +7,12 @@ Two tEXt chunks are written:
       Negative prompt: blurry
       Steps: 25, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: shapes-64
 
-- ``retouch``: the full recipe as JSON, which ``retouch replay`` re-runs.
+  An edit adds A1111's img2img field ``Denoising strength`` and its source caption as
+  ``Source prompt``. Prompts are written on one line (a line break is whitespace to CLIP, so the
+  picture does not change), and values holding ``,``, ``:`` or a line break are JSON-quoted as
+  A1111 quotes them: no prompt can add a settings line that readers would take for the real one.
+
+- ``retouch``: the full recipe as JSON (no NaN or infinity), which ``retouch replay`` re-runs.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from retouch.io.images import load_image
 PARAMETERS_KEY = "parameters"
 RECIPE_KEY = "retouch"
 NEGATIVE_PREFIX = "Negative prompt: "
-# One "Key: value" pair of A1111's last line; a value may be a quoted string.
-_PAIR_RE = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# One "Key: value" pair of A1111's last line; a value may be a JSON-quoted string.
+_PAIR_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+STRENGTH_KEY = "Denoising strength"  # A1111's img2img noise level
+SOURCE_KEY = "Source prompt"  # an edit's caption of its input; A1111's img2img has none
 
 
 def model_display_name(model: str) -> str:
@@ -41,11 +48,36 @@ def model_display_name(model: str) -> str:
     return model
 
 
+def one_line(text: str) -> str:
+    """``text`` with every line break a space: the tokenizer reads both as whitespace, and a
+    prompt's own line break must not start a line that A1111 readers parse as settings."""
+    return " ".join(text.splitlines())
+
+
+def quote(value: Any) -> str:
+    """A value as A1111 writes it: JSON-quoted when it holds ``,``, ``:`` or a line break."""
+    text = str(value)
+    if not any(mark in text for mark in (",", ":", "\n", "\r")) and text == one_line(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(value: str) -> str:
+    """The inverse of ``quote`` (A1111's own reader unquotes the same way)."""
+    value = value.strip()
+    if value.startswith('"') and value.endswith('"') and len(value) > 1:
+        try:
+            return str(json.loads(value))
+        except json.JSONDecodeError:
+            return value.strip('"')
+    return value
+
+
 def format_parameters(recipe: dict[str, Any]) -> str:
-    """The A1111 ``parameters`` text for a generate recipe."""
-    lines = [recipe["prompt"]]
+    """The A1111 ``parameters`` text for a recipe: a generation's, or an edit's as img2img."""
+    lines = [one_line(recipe["prompt"])]
     if recipe.get("negative_prompt"):
-        lines.append(NEGATIVE_PREFIX + recipe["negative_prompt"])
+        lines.append(NEGATIVE_PREFIX + one_line(recipe["negative_prompt"]))
     fields = {
         "Steps": recipe["steps"],
         "Sampler": a1111_sampler(recipe["scheduler"]),
@@ -54,12 +86,16 @@ def format_parameters(recipe: dict[str, Any]) -> str:
         "Size": f"{recipe['width']}x{recipe['height']}",
         "Model": model_display_name(str(recipe["model"])),
     }
-    lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
+    if recipe.get("task") == "edit":
+        fields[STRENGTH_KEY] = f"{float(recipe['strength']):g}"
+        fields[SOURCE_KEY] = recipe["source"]
+    lines.append(", ".join(f"{key}: {quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
 
 
 def parse_parameters(text: str) -> dict[str, Any]:
-    """Read A1111 ``parameters`` text back into a generate recipe (unknown keys are dropped)."""
+    """Read A1111 ``parameters`` text back into a recipe (unknown keys are dropped): a generate
+    recipe, or an edit's when it has a ``Denoising strength`` and no hires-fix fields."""
     *prompt_lines, last = text.strip().split("\n")
     pairs = dict(_PAIR_RE.findall(last))
     if "Steps" not in pairs:  # no settings line: the whole text is the prompt
@@ -72,7 +108,20 @@ def parse_parameters(text: str) -> dict[str, Any]:
     recipe: dict[str, Any] = {"task": "generate", "prompt": "\n".join(prompt)}
     if negative:
         recipe["negative_prompt"] = "\n".join(negative)
-    values = {key.strip(): value.strip().strip('"') for key, value in pairs.items()}
+    values = {key.strip(): unquote(value) for key, value in pairs.items()}
+    try:
+        recipe.update(_settings(values))
+    except ValueError as e:
+        raise RetouchError(f"unreadable A1111 parameters ({e}); the settings line is {last!r}") from e
+    if STRENGTH_KEY in values and not any(key.startswith("Hires") for key in values):
+        recipe.update(task="edit", target=recipe["prompt"], strength=float(values[STRENGTH_KEY]))
+        if SOURCE_KEY in values:
+            recipe["source"] = values[SOURCE_KEY]
+    return recipe
+
+
+def _settings(values: dict[str, str]) -> dict[str, Any]:
+    recipe: dict[str, Any] = {}
     if "Steps" in values:
         recipe["steps"] = int(values["Steps"])
     if "Sampler" in values:
@@ -92,7 +141,11 @@ def parse_parameters(text: str) -> dict[str, Any]:
 def encode_png(image: Image.Image, recipe: dict[str, Any]) -> bytes:
     info = PngInfo()
     info.add_text(PARAMETERS_KEY, format_parameters(recipe))
-    info.add_text(RECIPE_KEY, json.dumps(recipe, sort_keys=True))
+    try:
+        text = json.dumps(recipe, sort_keys=True, allow_nan=False)
+    except ValueError as e:  # NaN or infinity: not JSON, and not a picture anyone asked for
+        raise RetouchError(f"the recipe holds a number that is not finite, which JSON cannot carry: {e}") from e
+    info.add_text(RECIPE_KEY, text)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

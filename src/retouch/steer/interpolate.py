@@ -33,6 +33,7 @@ from PIL import Image
 
 from retouch.core.components import scheduler_swapped
 from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, fill_defaults
+from retouch.core.limits import check_numbers
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
@@ -137,8 +138,10 @@ def interpolate(
     """
     loaded, guidance_scale, width, height, seed = fill_defaults(model, guidance_scale, width, height, seed, "folder")
     pipe = loaded.pipe
+    check_interpolate_arguments(
+        frames, frame, seed, noise_seed_b, steps, width, height, layout_steps, hold_common, guidance_scale
+    )
     ts = frame_positions(frames)
-    check_interpolate_arguments(frames, frame, seed, noise_seed_b, steps, width, height, layout_steps, hold_common)
     for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
         warn_if_truncated(pipe.tokenizer, prompt_text(text), what)
 
@@ -182,9 +185,13 @@ def check_interpolate_arguments(
     height: int,
     layout_steps: int,
     hold_common: float,
+    guidance_scale: float | None = None,
 ) -> None:
     """Refuse settings that cannot make a path, with the reason, before any sampling."""
-    check_generate_arguments(1, seed, steps, width, height)
+    if isinstance(frames, int) and frames < 2:
+        frame_positions(frames)  # its own message
+    check_numbers({"frames": frames, "frame": frame})
+    check_generate_arguments(1, seed, steps, width, height, guidance_scale)
     if noise_seed_b is not None:
         check_generate_arguments(1, noise_seed_b, steps, width, height)
     if not 0 <= layout_steps < steps:

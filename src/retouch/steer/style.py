@@ -28,6 +28,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from retouch.core.generate import DEFAULT_SCHEDULER, GenerateResult, generate
+from retouch.core.limits import LIMITS, check_number
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
 from retouch.core.seeding import random_seed
 from retouch.core.weighting import encode_weighted_prompt
@@ -107,7 +108,9 @@ def check_direction(direction: str) -> None:
 
 
 def check_amount(amount: float) -> None:
-    """Warn when ``amount`` lies outside the range where pictures usually hold together."""
+    """Refuse an amount outside ``LIMITS["amount"]`` (or not finite); warn when it lies outside
+    the range where pictures usually hold together."""
+    check_number("amount", amount)
     low, high = SAFE_AMOUNTS
     if not low <= amount <= high:
         logger.warning("style amount %g is outside [%g, %g]; expect the picture to break down", amount, low, high)
@@ -147,6 +150,9 @@ def parse_sweep(spec: str) -> list[float]:
         raise RetouchError(f"bad sweep {spec!r}; write START:STOP:COUNT, e.g. -0.5:1:7") from None
     if count < 1:
         raise RetouchError(f"a sweep needs at least one amount, got {count} in {spec!r}")
+    check_number("the sweep's count", count, LIMITS["num_images"])
+    for name, value in (("start", start), ("stop", stop)):
+        check_number(f"the sweep's {name}", value, LIMITS["amount"])
     if count == 1:
         return [start]
     return [round(start + (stop - start) * i / (count - 1), 10) for i in range(count)]
@@ -178,6 +184,7 @@ def stylize(
     """
     check_direction(direction)
     amount = style_amount(amount, strength)
+    check_number("amount", amount)
     result = generate(
         model,
         prompt,

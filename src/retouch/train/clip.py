@@ -22,7 +22,8 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 from transformers.models.clip import CLIPImageProcessorPil
 
-from retouch.train.checkpoint import load_checkpoint, save_checkpoint
+from retouch.io.locks import lock_folder
+from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint, save_checkpoint
 from retouch.train.data import make_source
 from retouch.train.tokenizer import build_clip_tokenizer
 
@@ -159,9 +160,19 @@ def train_clip(
     log: Log = print,
 ) -> ClipTrainResult:
     """Train (or, with ``resume``, continue from the last checkpoint in ``output/work``) and save
-    the model and processor to ``output``."""
+    the model and processor to ``output``. A second trainer on ``output`` is refused while this
+    one runs (an OS lock, gone with its process)."""
+    lock = lock_folder(output, TRAIN_LOCK, "retouch train")
+    try:
+        return _train_clip(config, Path(output), resume, device, log)
+    finally:
+        lock.release(remove=True)
+
+
+def _train_clip(
+    config: ClipTrainConfig, output: Path, resume: bool, device: str | torch.device | None, log: Log
+) -> ClipTrainResult:
     start = time.perf_counter()
-    output = Path(output)
     work = output / "work"
     if work.exists() and not resume:
         raise FileExistsError(f"{output} already holds a training run: resume it or pick another output")

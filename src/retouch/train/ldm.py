@@ -40,7 +40,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from retouch.train.checkpoint import load_checkpoint, save_checkpoint
+from retouch.io.locks import lock_folder
+from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint, save_checkpoint
 from retouch.train.data import Source, make_source
 from retouch.train.tokenizer import build_clip_tokenizer
 
@@ -144,6 +145,15 @@ class Trainer:
 
     # ---- stages ----------------------------------------------------------------------------
     def run(self, source: Source | None = None) -> Path:
+        """Every stage, under the output folder's lock: a second trainer on it is refused."""
+        lock = lock_folder(self.output_dir, TRAIN_LOCK, "retouch train") if self.accelerator.is_main_process else None
+        try:
+            return self._run(source)
+        finally:
+            if lock is not None:
+                lock.release(remove=True)
+
+    def _run(self, source: Source | None) -> Path:
         self.work.mkdir(parents=True, exist_ok=True)
         recipe = self.work / "recipe.json"
         if recipe.exists() and json.loads(recipe.read_text()) != json.loads(self.config.to_json()):
