@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import STEPS
@@ -64,3 +66,18 @@ def test_tries_need_a_judge_and_a_sane_count(tiny_model, tmp_path, monkeypatch):
         edit(tiny_model, scene(), SOURCE, TARGET, seed=0, steps=STEPS, tries=0)
     with pytest.raises(RetouchError, match="judge"):
         edit(tiny_model, scene(), "a dog", "a cat", seed=0, steps=STEPS, mask_config=FAST, region="foreground", tries=2)
+
+
+def test_a_batch_edit_job_takes_tries(tiny_model, tmp_path):
+    from retouch.batch import run_batch
+    from retouch.worlds import shapes64
+
+    image = tmp_path / "in.png"  # 64 x 64: the oracle reads only shapes-64's canvas
+    Image.fromarray(shapes64.Scene("blue", "red", "square", "small", x0=20, y0=20).render()).save(image)
+    job = {"task": "edit", "id": "e", "image": str(image), "source": SOURCE, "target": TARGET, "seed": 3,
+           "steps": STEPS, "judge": "oracle", "tries": 2}  # fmt: skip
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps(job) + "\n")
+    run_batch(jobs, tmp_path / "out", tiny_model)
+    report = json.loads((tmp_path / "out" / "e.json").read_text())
+    assert [t["seed"] for t in report["tries"]] == [3, 4]  # the tiny model draws noise: both rejected
