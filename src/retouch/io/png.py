@@ -86,9 +86,11 @@ def format_parameters(recipe: dict[str, Any]) -> str:
         "Size": f"{recipe['width']}x{recipe['height']}",
         "Model": model_display_name(str(recipe["model"])),
     }
-    if recipe.get("task") == "edit":
-        fields[STRENGTH_KEY] = f"{float(recipe['strength']):g}"
-        fields[SOURCE_KEY] = recipe["source"]
+    if recipe.get("task") == "edit":  # an img2img to A1111 readers
+        if isinstance(recipe.get("strength"), int | float):
+            fields[STRENGTH_KEY] = f"{float(recipe['strength']):g}"
+        if recipe.get("source"):
+            fields[SOURCE_KEY] = recipe["source"]
     lines.append(", ".join(f"{key}: {quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
 
