@@ -12,6 +12,7 @@ import numpy as np
 
 from retouch.batch.registry import TaskContext, TaskRegistry, default_registry
 from retouch.errors import RetouchError
+from retouch.io.atomic import check_writable
 from retouch.io.images import load_image
 from retouch.io.png import read_recipe, save_png
 from retouch.models.loading import LoadedModel, load_model
@@ -43,6 +44,19 @@ def check_recipe(recipe: dict[str, Any], registry: TaskRegistry, image_path: Pat
         raise RetouchError(f"{image_path}: bad recipe: {e}") from e
 
 
+INPUT_KEYS = ("image", "mask")  # recipe fields naming files the replay reads
+
+
+def check_output_apart(output: Path, inputs: list[Any]) -> None:
+    """Refuse an output that is the PNG being replayed or a file its recipe reads, before any work."""
+    for given in inputs:
+        if isinstance(given, str | os.PathLike) and Path(given).exists() and output.resolve() == Path(given).resolve():
+            raise RetouchError(
+                f"refusing to overwrite the input {given}: replay never overwrites its input; choose another --output"
+            )
+    check_writable(output.parent)
+
+
 def replay(
     image_path: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -64,6 +78,8 @@ def replay(
     recipe = read_recipe(image_path)
     registry = registry or default_registry()
     check_recipe(recipe, registry, image_path)
+    output = Path(output) if output else default_replay_path(image_path)
+    check_output_apart(output, [image_path, *(recipe.get(key) for key in INPUT_KEYS)])
     if not isinstance(model, LoadedModel):
         name = model or recipe.get("model")
         if not name:
@@ -76,9 +92,7 @@ def replay(
     result = registry.run(TaskContext(model, progress), job)
     if len(result.images) != 1:
         raise RetouchError(f"the recipe in {image_path} makes {len(result.images)} images, expected 1")
-    path = save_png(
-        result.images[0], Path(output) if output else default_replay_path(image_path), result.recipes[0]
-    )
+    path = save_png(result.images[0], output, result.recipes[0])
     identical = np.array_equal(
         np.asarray(load_image(image_path)), np.asarray(result.images[0].convert("RGB"))
     )

@@ -83,6 +83,9 @@ class BatchSummary:
         }
 
 
+EXAMPLE_JOB = '{"id": "cat", "prompt": "a red circle", "seed": 1}'
+
+
 def read_jobs(jobs_path: str | os.PathLike[str]) -> list[Job]:
     """Parse a JSONL file; a bad line becomes a Job with ``error`` set, the others go on.
 
@@ -97,6 +100,8 @@ def read_jobs(jobs_path: str | os.PathLike[str]) -> list[Job]:
     except (OSError, UnicodeDecodeError) as e:
         raise RetouchError(f"cannot read jobs file {jobs_path}: {e}") from e
     jobs = [job for number, line in enumerate(lines, start=1) if (job := _parse_line(number, line))]
+    if not jobs:
+        raise RetouchError(f"{jobs_path} holds no jobs; write one JSON object per line, e.g. {EXAMPLE_JOB}")
     check_ids_apart(jobs, jobs_path)
     return jobs
 

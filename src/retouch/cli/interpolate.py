@@ -66,10 +66,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from retouch.core.limits import check_number
     from retouch.io.atomic import check_writable
     from retouch.models.loading import load_model
     from retouch.steer.interpolate import interpolate
 
+    check_number("frame_ms", args.frame_ms)
     check_writable(args.output)
     model = load_model(args.model, args.device, args.dtype, args.config)
     result = interpolate(

@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def check_output_folder(output: Path) -> None:
+    """A training run writes a folder: refuse a path that is a file, before any work."""
+    if output.exists() and not output.is_dir():
+        raise RetouchError(f"--output {output} is a file, not a folder; give a new or existing folder")
+
+
 def run_clip(args: argparse.Namespace) -> int:
     from retouch.train.clip import ClipTrainConfig, train_clip
 
@@ -61,6 +67,8 @@ def run_clip(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     config = ClipTrainConfig(**overrides)
+    config.check()
+    check_output_folder(Path(args.output))
     try:
         result = train_clip(
             config, args.output, args.resume, args.device, log=lambda m: None if args.json or args.quiet else print(m)
@@ -90,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     config = replace(config, **overrides)
+    config.check()
     output = Path(args.output)
+    check_output_folder(output)
     if busy := folder_busy(output, TRAIN_LOCK, "retouch train"):
         raise RetouchError(busy)
     if (output / "work").exists() and not args.resume:

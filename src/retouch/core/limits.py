@@ -44,6 +44,7 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "num_images": Limit(1, MAX_IMAGES, integer=True),
         "frames": Limit(2, MAX_IMAGES, integer=True),
         "frame": Limit(0, MAX_IMAGES - 1, integer=True),
+        "frame_ms": Limit(10, 60_000, integer=True),  # a GIF frame: GIF counts in 10 ms units
         "seeds": Limit(1, 100, integer=True),
         "seed": Limit(0, MAX_SEED, integer=True),
         "noise_seed_b": Limit(0, MAX_SEED, integer=True),

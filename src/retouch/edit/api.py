@@ -35,6 +35,7 @@ from retouch.edit.inputs import (
     REGION_CHOICES,
     ImageInput,
     check_edit_arguments,
+    check_edit_text,
     read_image,
     read_user_mask,
 )
@@ -147,6 +148,7 @@ def edit(
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
     seed, guidance_scale = random_seed() if seed is None else seed, loaded.guidance_scale(guidance_scale)
     check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask, guidance_scale, tries)
+    check_edit_text(target_prompt, judge, mask, region)
     source_input = read_image(image)
     job = EditJob(
         pipe=loaded.pipe,

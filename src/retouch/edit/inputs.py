@@ -6,6 +6,7 @@ Each check raises a short ``RetouchError`` that names the flag to change, before
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,10 @@ def read_image(image: ImageInput) -> InputImage:
     if isinstance(image, str | os.PathLike):
         return read_input_image(image)
     if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise RetouchError(
+                f"an image array must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4); got {image.dtype} {image.shape}"
+            )
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise RetouchError(f"image must be a file path, a PIL image or an array, got {type(image).__name__}")
@@ -44,6 +49,20 @@ def read_user_mask(mask: ImageInput | None, size: tuple[int, int]) -> np.ndarray
     if values.shape != (size[1], size[0]):
         raise RetouchError(f"the mask is {values.shape[1]}x{values.shape[0]} but the image is {size[0]}x{size[1]}")
     return values
+
+
+def check_edit_text(target_prompt: str, judge: Any, mask: Any, region: str) -> None:
+    """Refuse an empty target caption (unless a mask or a region says where to draw) and a judge
+    that names no CLIP folder, so a typo in ``--judge`` is reported and not silently unused."""
+    if not isinstance(target_prompt, str):
+        raise RetouchError(f"the target caption must be text, got {type(target_prompt).__name__}")
+    if not target_prompt.strip() and mask is None and region == "auto":
+        raise RetouchError(
+            "the target caption is empty; describe the picture you want (e.g. 'a large green circle on a "
+            "blue background'), or give --mask PNG or --region to say where to draw"
+        )
+    if isinstance(judge, str | os.PathLike) and str(judge) != "oracle" and not Path(judge).is_dir():
+        raise RetouchError(f"--judge {judge}: not 'oracle' and not a CLIP model folder; check the path")
 
 
 def check_edit_arguments(

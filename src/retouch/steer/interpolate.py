@@ -33,7 +33,7 @@ from PIL import Image
 
 from retouch.core.components import scheduler_swapped
 from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, fill_defaults
-from retouch.core.limits import check_numbers
+from retouch.core.limits import check_number, check_numbers
 from retouch.core.prompts import warn_if_truncated
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
@@ -62,6 +62,7 @@ class InterpolateResult:
         """Write frame ``k`` as ``NNNNN-SEED-KK.png`` (each replays alone), and for a whole path
         the contact strip ``NNNNN-SEED-strip.png`` and the looping GIF ``NNNNN-SEED.gif``,
         numbered on from the last A1111-style number in ``folder``."""
+        check_number("frame_ms", frame_ms)
         stem = numbered_stem(folder, self.recipes[0]["seed"])
         numbers = [recipe["frame"] for recipe in self.recipes]
         saved = SavedFiles(save_sequence(stem, self.images, self.recipes, numbers))

@@ -22,9 +22,11 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 from transformers.models.clip import CLIPImageProcessorPil
 
+from retouch.core.limits import MAX_SEED, Limit
 from retouch.io.locks import lock_folder
 from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint, save_checkpoint
 from retouch.train.data import make_source
+from retouch.train.recipe_check import check_recipe
 from retouch.train.tokenizer import build_clip_tokenizer
 
 DATA = "shapes64"  # the registered data source (retouch.data_sources entry point) it learns from
@@ -59,6 +61,23 @@ class ClipTrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def check(self) -> None:
+        """Refuse a wrong type, a non-finite number or a value out of range."""
+        check_recipe(self, CLIP_LIMITS, {})
+
+
+_COUNT = Limit(1, 4096, integer=True)
+CLIP_LIMITS = {
+    "steps": Limit(0, 10**7, integer=True), "batch_size": _COUNT, "lr": Limit(0, 1, low_open=True),
+    "weight_decay": Limit(0, 10), "warmup_steps": Limit(0, 10**7, integer=True),
+    "seed": Limit(0, MAX_SEED, integer=True), "max_length": Limit(3, 77, integer=True),
+    "image_size": Limit(8, 2048, integer=True), "patch_size": Limit(1, 2048, integer=True),
+    "vision_hidden": _COUNT, "vision_layers": Limit(1, 64, integer=True), "vision_heads": Limit(1, 64, integer=True),
+    "text_hidden": _COUNT, "text_layers": Limit(1, 64, integer=True), "text_heads": Limit(1, 64, integer=True),
+    "projection_dim": _COUNT, "checkpoint_every": Limit(1, 10**7, integer=True),
+    "log_every": Limit(1, 10**7, integer=True),
+}
 
 
 def new_clip(config: ClipTrainConfig, tokenizer: CLIPTokenizer) -> CLIPModel:
@@ -162,6 +181,7 @@ def train_clip(
     """Train (or, with ``resume``, continue from the last checkpoint in ``output/work``) and save
     the model and processor to ``output``. A second trainer on ``output`` is refused while this
     one runs (an OS lock, gone with its process)."""
+    config.check()
     lock = lock_folder(output, TRAIN_LOCK, "retouch train")
     try:
         return _train_clip(config, Path(output), resume, device, log)

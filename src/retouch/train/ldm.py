@@ -40,12 +40,50 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from retouch.core.limits import MAX_SEED, Limit
+from retouch.errors import RetouchError
 from retouch.io.locks import lock_folder
 from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint, save_checkpoint
 from retouch.train.data import Source, make_source
+from retouch.train.recipe_check import check_recipe
 from retouch.train.tokenizer import build_clip_tokenizer
 
 Log = Callable[[str], None]
+
+
+_COUNT, _STEPS = Limit(1, 4096, integer=True), Limit(0, 10**7, integer=True)
+_LR, _SHARE = Limit(0, 1, low_open=True), Limit(0, 1)
+RECIPE_LIMITS = {
+    "resolution": Limit(8, 2048, integer=True),
+    "seed": Limit(0, MAX_SEED, integer=True),
+    "max_length": Limit(3, 77, integer=True),
+    "vae_channels": _COUNT,
+    "vae_steps": _STEPS,
+    "vae_batch_size": _COUNT,
+    "vae_crop": Limit(8, 2048, integer=True),
+    "vae_lr": _LR,
+    "vae_kl_weight": _SHARE,
+    "decoder_steps": _STEPS,
+    "decoder_batch_size": _COUNT,
+    "decoder_lr": _LR,
+    "num_latents": Limit(1, 10**7, integer=True),
+    "text_hidden": _COUNT,
+    "text_layers": Limit(1, 64, integer=True),
+    "text_heads": Limit(1, 64, integer=True),
+    "unet_channels": _COUNT,
+    "unet_heads": Limit(1, 64, integer=True),
+    "layers_per_block": Limit(1, 16, integer=True),
+    "unet_steps": _STEPS,
+    "unet_batch_size": _COUNT,
+    "unet_lr": _LR,
+    "warmup_steps": _STEPS,
+    "min_snr_gamma": Limit(0, 100),
+    "foreground_loss_share": _SHARE,
+    "caption_dropout": _SHARE,
+    "ema_decay": _SHARE,
+    "checkpoint_every": Limit(1, 10**7, integer=True),
+    "guidance_scale": Limit(0, 50),
+}
 
 
 @dataclass
@@ -115,6 +153,15 @@ class LDMConfig:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def check(self) -> None:
+        """Refuse a recipe with a wrong type, a non-finite number or a value out of range."""
+        check_recipe(self, RECIPE_LIMITS, {"prediction_type": ("epsilon", "v_prediction")})
+        if len(self.unet_attention) != len(self.unet_channels):
+            raise RetouchError(
+                f"unet_attention has {len(self.unet_attention)} entries but unet_channels has "
+                f"{len(self.unet_channels)}; give one true/false per UNet level"
+            )
 
 
 @dataclass
@@ -228,15 +275,15 @@ class Trainer:
         return AutoencoderKL.from_pretrained(final)
 
     @torch.no_grad()
-    def encode_latents(
-        self, source: Source, vae: AutoencoderKL
-    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+    def encode_latents(self, source: Source, vae: AutoencoderKL) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
         """Latents (scaled), captions and, with foreground_loss_share, each object's latent-cell mask."""
         c, path = self.config, self.work / "latents.safetensors"
         with_foreground = c.foreground_loss_share > 0
         if with_foreground and not hasattr(source, "sample_with_foreground"):
-            raise ValueError(f"foreground_loss_share needs a data source that knows its objects (shapes64), "
-                             f"not {c.data!r}; set it to 0 in the recipe")
+            raise ValueError(
+                f"foreground_loss_share needs a data source that knows its objects (shapes64), "
+                f"not {c.data!r}; set it to 0 in the recipe"
+            )
         if self.accelerator.is_main_process and not path.exists():
             rng, chunks, masks, captions = np.random.default_rng([c.seed, 7]), [], [], []
             for _ in tqdm(range(0, c.num_latents, 256), desc="encode", disable=self.quiet):
@@ -342,7 +389,10 @@ class Trainer:
         )
 
     def train_ldm(
-        self, latents: torch.Tensor, captions: list[str], tokenizer: CLIPTokenizer,
+        self,
+        latents: torch.Tensor,
+        captions: list[str],
+        tokenizer: CLIPTokenizer,
         foreground: torch.Tensor | None = None,
     ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
         c = self.config
@@ -358,8 +408,9 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=c.unet_lr, betas=(0.9, 0.99), weight_decay=0.01)
         sched = get_cosine_schedule_with_warmup(opt, c.warmup_steps, c.unet_steps)
         start = self._resume("ldm", {"unet": unet, "text_encoder": text_encoder}, opt, sched, ema)
-        ids = tokenizer(captions, padding="max_length", max_length=c.max_length, truncation=True,
-                        return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=c.max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         empty = tokenizer([""], padding="max_length", max_length=c.max_length, return_tensors="pt").input_ids
         unet, text_encoder, opt = self.accelerator.prepare(unet, text_encoder, opt)
         bar = self._progress(c.unet_steps, start, "ldm")
@@ -408,19 +459,31 @@ class Trainer:
         # with "trailing" timesteps so that inference starts from the pure-noise step
         c = self.config
         return DDPMScheduler(
-            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-            prediction_type=c.prediction_type, clip_sample=False, steps_offset=1,
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            prediction_type=c.prediction_type,
+            clip_sample=False,
+            steps_offset=1,
             rescale_betas_zero_snr=c.zero_terminal_snr,
             timestep_spacing="trailing" if c.zero_terminal_snr else "leading",
         )
 
-    def export(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-               unet: UNet2DConditionModel) -> Path:
+    def export(
+        self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, unet: UNet2DConditionModel
+    ) -> Path:
         if self.accelerator.is_main_process:
             scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler().config)
             pipe = StableDiffusionPipeline(
-                vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                vae=vae,
+                text_encoder=text_encoder,
+                tokenizer=tokenizer,
+                unet=unet,
+                scheduler=scheduler,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
             )
             pipe.save_pretrained(self.output_dir, safe_serialization=True)
             (self.output_dir / "recipe.json").write_text(self.config.to_json())
@@ -450,7 +513,7 @@ class Trainer:
         step, weights, state = found
         for name, model in models.items():
             prefix = name + "."
-            model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+            model.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         if ema is not None:
@@ -569,6 +632,7 @@ def plot_curves(work: Path, out: Path) -> None:
 
 def train_ldm_model(config: LDMConfig, output_dir: str | Path, quiet: bool = False, log: Log = print) -> Path:
     """Python API: train (or resume) a latent diffusion model and write a diffusers folder."""
+    config.check()
     start = time.time()
     out = Trainer(config, Path(output_dir), log=log, quiet=quiet).run()
     log(f"trained in {(time.time() - start) / 60:.1f} min: {out}")
