@@ -1,0 +1,232 @@
+"""Using concepts: embeddings, LoRAs, Custom Diffusion and DreamBooth folders in every command,
+recorded with their sha256 in each recipe, replayed bit for bit, refused when changed."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import STEPS
+from safetensors.torch import save_file
+
+from retouch.core.generate import generate
+from retouch.errors import RetouchError
+from retouch.models.adapters import adapters_applied, apply_adapters, take_lora_tags
+from retouch.models.loading import load_model
+from retouch.models.tiny import save_tiny_pipeline, tiny_pipeline
+
+WIDTH = 32  # the tiny text encoder's hidden size
+PROMPT = "a large red <star> on a blue background"
+
+
+def write_concept(folder: Path, method: str, tokens: list[str], files: dict[str, str]) -> Path:
+    """A ``concept.json`` as ``retouch train`` writes it."""
+    concept = {
+        "format": 1, "method": method, "tokens": tokens, "class_word": None, "base_model": "tiny",
+        "base_model_sha256": "0" * 64, "settings": {}, "created": "2026-12-04T00:00:00Z", "figures": {},
+        "files": files,
+    }
+    (folder / "concept.json").write_text(json.dumps(concept))
+    return folder
+
+
+def random_embeddings(folder: Path, token: str = "<star>", vectors: int = 2, seed: int = 0) -> Path:
+    """A Textual Inversion concept: diffusers' file and an A1111 copy (``emb_params``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = torch.randn(vectors, WIDTH, generator=torch.Generator().manual_seed(seed))
+    save_file({token: weights}, folder / "learned_embeds.safetensors")
+    save_file({"emb_params": weights}, folder / "star.safetensors")
+    files = {"embeddings": "learned_embeds.safetensors", "embeddings_a1111": "star.safetensors"}
+    return write_concept(folder, "textual-inversion", [token], files)
+
+
+def random_lora(folder: Path, seed: int = 0) -> Path:
+    """A LoRA concept trained nowhere: peft adapters with random B, saved by diffusers'
+    ``save_lora_weights``, plus a kohya-key copy."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe = tiny_pipeline()
+    torch.manual_seed(seed)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    # out_proj too: diffusers 0.42 reads a kohya text-encoder LoRA only when it has out_proj keys
+    text_modules = ["q_proj", "k_proj", "v_proj", "out_proj"]
+    pipe.text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=text_modules))
+    with torch.no_grad():
+        for module in (pipe.unet, pipe.text_encoder):
+            for name, parameter in module.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.5)
+    unet, text = get_peft_model_state_dict(pipe.unet), get_peft_model_state_dict(pipe.text_encoder)
+    StableDiffusionPipeline.save_lora_weights(
+        folder,
+        unet_lora_layers=convert_state_dict_to_diffusers(unet),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(text),
+        safe_serialization=True,
+    )
+    peft = {**{f"unet.{k}": v for k, v in unet.items()}, **{f"text_encoder.{k}": v for k, v in text.items()}}
+    kohya = {k.replace("lora_te1_", "lora_te_"): v for k, v in convert_state_dict_to_kohya(peft).items()}
+    save_file(kohya, folder / "star_kohya.safetensors")
+    files = {"lora": "pytorch_lora_weights.safetensors", "lora_kohya": "star_kohya.safetensors"}
+    return write_concept(folder, "lora", ["<star>"], files)
+
+
+def random_custom_diffusion(folder: Path) -> Path:
+    """Custom Diffusion: random K/V processors saved by ``unet.save_attn_procs``, and the token."""
+    from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
+
+    random_embeddings(folder, seed=3)
+    unet = tiny_pipeline().unet
+    torch.manual_seed(1)
+    processors = {}
+    for name in unet.attn_processors:
+        layer = unet.get_submodule(name.removesuffix(".processor"))
+        cross = name.endswith("attn2.processor")
+        processors[name] = CustomDiffusionAttnProcessor(
+            train_kv=cross, train_q_out=False, hidden_size=layer.to_k.out_features,
+            cross_attention_dim=unet.config.cross_attention_dim if cross else None,
+        )
+        with torch.no_grad():
+            for parameter in processors[name].parameters():
+                parameter.normal_(0, 0.3)
+    unet.set_attn_processor(processors)
+    weights = "pytorch_custom_diffusion_weights.safetensors"
+    unet.save_attn_procs(folder, weight_name=weights, safe_serialization=True)
+    files = {"custom_diffusion": weights, "embeddings": "learned_embeds.safetensors"}
+    return write_concept(folder, "custom-diffusion", ["<star>"], files)
+
+
+def random_dreambooth(folder: Path) -> Path:
+    """DreamBooth: a whole model (here another random tiny one) in ``model/``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tiny_pipeline(folder / "model", seed=5)
+    return write_concept(folder, "dreambooth", ["<star>"], {"model": "model"})
+
+
+BUILDERS = {
+    "textual-inversion": random_embeddings,
+    "lora": random_lora,
+    "custom-diffusion": random_custom_diffusion,
+    "dreambooth": random_dreambooth,
+}
+
+
+@pytest.fixture(scope="module")
+def concepts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("concepts")
+    return {method: build(root / method) for method, build in BUILDERS.items()}
+
+
+def fresh(tiny_model_dir: Path):
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture
+def model(tiny_model_dir):
+    """A fresh load per test: adapters change the pipeline in place."""
+    return fresh(tiny_model_dir)
+
+
+def pixels(model, prompt: str = PROMPT, seed: int = 3) -> np.ndarray:
+    return np.asarray(generate(model, prompt, seed=seed, steps=STEPS).images[0])
+
+
+@pytest.mark.parametrize("method", list(BUILDERS))
+def test_each_kind_loads_and_changes_the_picture(model, concepts, method):
+    base = pixels(model)
+    used = apply_adapters(model, concepts=[concepts[method]])
+    changed = pixels(used)
+    assert np.abs(changed.astype(int) - base.astype(int)).max() > 10
+    kinds = {"textual-inversion": ["embedding"], "lora": ["lora"], "dreambooth": ["model"],
+             "custom-diffusion": ["embedding", "custom_diffusion"]}[method]
+    assert [record["kind"] for record in used.adapters] == kinds
+    assert all(len(record["sha256"]) == 64 for record in used.adapters)
+    assert generate(used, PROMPT, seed=3, steps=STEPS).recipes[0]["adapters"] == used.adapters
+
+
+def test_embedding_tokens_join_the_tokenizer(model, concepts):
+    used = apply_adapters(model, embeddings=[str(concepts["textual-inversion"] / "learned_embeds.safetensors")])
+    assert used.adapters[0]["tokens"] == ["<star>"]
+    assert "<star>" in used.pipe.tokenizer.get_vocab() and "<star>_1" in used.pipe.tokenizer.get_vocab()
+
+
+def test_a1111_embedding_equals_the_diffusers_one(tiny_model_dir, concepts):
+    folder = concepts["textual-inversion"]
+    diffusers_format = apply_adapters(fresh(tiny_model_dir), embeddings=[str(folder / "learned_embeds.safetensors")])
+    a1111 = apply_adapters(fresh(tiny_model_dir), embeddings=[f"{folder / 'star.safetensors'}:<star>"])
+    assert np.array_equal(pixels(diffusers_format), pixels(a1111))
+    assert a1111.adapters[0]["tokens"] == ["<star>"]
+
+
+def test_kohya_lora_equals_the_diffusers_one(tiny_model_dir, concepts):
+    folder = concepts["lora"]
+    plain = apply_adapters(fresh(tiny_model_dir), loras=[str(folder / "pytorch_lora_weights.safetensors")])
+    kohya = apply_adapters(fresh(tiny_model_dir), loras=[str(folder / "star_kohya.safetensors")])
+    assert np.array_equal(pixels(plain, "a red circle"), pixels(kohya, "a red circle"))
+
+
+def test_lora_scale_zero_is_the_base_model(model, concepts):
+    base = pixels(model, "a red circle")
+    zero = apply_adapters(model, loras=[f"{concepts['lora'] / 'pytorch_lora_weights.safetensors'}:0"])
+    assert zero.adapters[0]["scale"] == 0.0
+    assert np.array_equal(pixels(zero, "a red circle"), base)
+
+
+def test_adapters_applied_leaves_the_model_as_it_was(model, concepts):
+    base = pixels(model, "a red circle")
+    with adapters_applied(model, concepts=[concepts["lora"], concepts["custom-diffusion"]]) as used:
+        assert not np.array_equal(pixels(used, "a red circle"), base)
+    assert "<star>" not in model.pipe.tokenizer.get_vocab()
+    assert np.array_equal(pixels(model, "a red circle"), base)
+
+
+def test_wrong_width_and_known_token_are_refused(model, tmp_path):
+    save_file({"<wide>": torch.zeros(1, WIDTH + 1)}, tmp_path / "wide.safetensors")
+    with pytest.raises(RetouchError, match="33 wide but this model's text encoder takes 32"):
+        apply_adapters(model, embeddings=[str(tmp_path / "wide.safetensors")])
+    save_file({"x": torch.zeros(1, WIDTH)}, tmp_path / "known.safetensors")
+    with pytest.raises(RetouchError, match="already in the tokenizer's vocabulary"):
+        apply_adapters(model, embeddings=[f"{tmp_path / 'known.safetensors'}:red"])
+    with pytest.raises(RetouchError, match="not found"):
+        apply_adapters(model, loras=[str(tmp_path / "missing.safetensors")])
+    with pytest.raises(RetouchError, match="not a concept folder"):
+        apply_adapters(model, concepts=[tmp_path])
+
+
+class Boom:
+    """Unpickling this would run code."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_pt_embeddings_load_only_as_weights(model, tmp_path):
+    weights = torch.randn(1, WIDTH)
+    torch.save({"string_to_param": {"*": weights}, "name": "spark", "step": 10}, tmp_path / "spark.pt")
+    used = apply_adapters(model, embeddings=[str(tmp_path / "spark.pt")])
+    assert used.adapters[0]["tokens"] == ["spark"]
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"string_to_param": {"*": Boom()}}, f)
+    with pytest.raises(RetouchError, match="refusing to unpickle"):
+        apply_adapters(model, embeddings=[str(tmp_path / "evil.pt")])
+
+
+def test_lora_tags_are_taken_from_the_prompt(concepts, tmp_path):
+    lora_dir = tmp_path / "loras"
+    lora_dir.mkdir()
+    (lora_dir / "star.safetensors").write_bytes((concepts["lora"] / "pytorch_lora_weights.safetensors").read_bytes())
+    prompt, loras = take_lora_tags("a (red:1.2) circle <lora:star:0.8>, pastel", lora_dir)
+    assert prompt == "a (red:1.2) circle , pastel"
+    assert loras == [f"{(lora_dir / 'star.safetensors').resolve()}:0.8"]
+    assert take_lora_tags("<lora:star> a red circle", lora_dir)[1][0].endswith(":1.0")
+    with pytest.raises(RetouchError, match="--lora-dir"):
+        take_lora_tags("a <lora:star:0.5> circle", None)
+    with pytest.raises(RetouchError, match="no nope.safetensors"):
+        take_lora_tags("a <lora:nope:0.5> circle", lora_dir)
