@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import STEPS
+from PIL import Image
 from safetensors.torch import save_file
 
 from retouch.core.generate import generate
@@ -230,3 +231,139 @@ def test_lora_tags_are_taken_from_the_prompt(concepts, tmp_path):
         take_lora_tags("a <lora:star:0.5> circle", None)
     with pytest.raises(RetouchError, match="no nope.safetensors"):
         take_lora_tags("a <lora:nope:0.5> circle", lora_dir)
+
+
+def test_recipe_and_a1111_text_record_each_adapter(model, concepts, tmp_path):
+    from retouch.io.hashing import file_sha256, safetensors_data_sha256
+    from retouch.io.png import PARAMETERS_KEY, save_png
+
+    lora_file = concepts["lora"] / "pytorch_lora_weights.safetensors"
+    embedding_file = concepts["textual-inversion"] / "learned_embeds.safetensors"
+    used = apply_adapters(model, embeddings=[str(embedding_file)], loras=[f"{lora_file}:0.7"])
+    result = generate(used, PROMPT, seed=1, steps=STEPS)
+    embedding, lora = result.recipes[0]["adapters"]
+    assert embedding["sha256"] == file_sha256(embedding_file) and embedding["path"] == str(embedding_file)
+    assert (lora["kind"], lora["name"], lora["scale"]) == ("lora", "pytorch_lora_weights", 0.7)
+    assert lora["sha256"] == file_sha256(lora_file)
+    path = save_png(result.images[0], tmp_path / "a.png", result.recipes[0])
+    text = Image.open(path).text[PARAMETERS_KEY]
+    short_lora = safetensors_data_sha256(lora_file)[:12]  # A1111 hashes a LoRA's tensor data
+    assert text.splitlines()[0] == f"{PROMPT} <lora:pytorch_lora_weights:0.7>"
+    assert f'Lora hashes: "pytorch_lora_weights: {short_lora}"' in text
+    assert f'TI hashes: "<star>: {file_sha256(embedding_file)[:12]}"' in text
+
+
+def test_replay_with_adapters_is_bit_for_bit_and_refuses_a_changed_file(tiny_model_dir, concepts, tmp_path):
+    from retouch.batch import replay
+    from retouch.io.png import save_png
+
+    folder = tmp_path / "star"
+    folder.mkdir()
+    for name in ("learned_embeds.safetensors", "concept.json"):
+        (folder / name).write_bytes((concepts["textual-inversion"] / name).read_bytes())
+    lora_file = tmp_path / "style.safetensors"
+    lora_file.write_bytes((concepts["lora"] / "pytorch_lora_weights.safetensors").read_bytes())
+    used = apply_adapters(fresh(tiny_model_dir), concepts=[folder], loras=[f"{lora_file}:0.5"])
+    result = generate(used, PROMPT, seed=4, steps=STEPS)
+    source = save_png(result.images[0], tmp_path / "a.png", result.recipes[0])
+    replayed = replay(source, tmp_path / "again.png")  # loads the model and re-applies both
+    assert replayed.identical and replayed.recipe == result.recipes[0]
+
+    embedding_file = folder / "learned_embeds.safetensors"
+    original = embedding_file.read_bytes()
+    save_file({"<star>": torch.zeros(2, WIDTH)}, embedding_file)
+    with pytest.raises(RetouchError, match="changed since: its sha256 was"):
+        replay(source, tmp_path / "b.png", model="no-such-model")  # refused before any model loads
+    embedding_file.write_bytes(original)
+    lora_file.unlink()
+    with pytest.raises(RetouchError, match="missing or unreadable"):
+        replay(source, tmp_path / "b.png", model="no-such-model")
+
+
+def test_dreambooth_recipe_names_the_concepts_model_and_replays(tiny_model_dir, concepts, tmp_path):
+    from retouch.batch import replay
+    from retouch.io.png import save_png
+
+    used = apply_adapters(fresh(tiny_model_dir), concepts=[concepts["dreambooth"]])
+    assert used.name == str((concepts["dreambooth"] / "model").resolve())
+    result = generate(used, PROMPT, seed=2, steps=STEPS)
+    source = save_png(result.images[0], tmp_path / "a.png", result.recipes[0])
+    assert replay(source, tmp_path / "again.png").identical
+
+
+def test_batch_jobs_take_concepts_and_leave_the_model_plain(tiny_model_dir, concepts, tmp_path):
+    from retouch.batch import run_batch
+    from retouch.io.png import read_recipe
+
+    lora_dir = tmp_path / "loras"
+    lora_dir.mkdir()
+    (lora_dir / "shiny.safetensors").write_bytes((concepts["lora"] / "pytorch_lora_weights.safetensors").read_bytes())
+    jobs = [
+        {"id": "plain1", "prompt": "a red circle", "seed": 1, "steps": STEPS},
+        {"id": "star", "prompt": PROMPT, "seed": 1, "steps": STEPS, "concepts": [str(concepts["custom-diffusion"])]},
+        {"id": "tag", "prompt": "a red circle <lora:shiny:0.9>", "seed": 1, "steps": STEPS, "lora_dir": str(lora_dir)},
+        {"id": "plain2", "prompt": "a red circle", "seed": 1, "steps": STEPS},
+    ]
+    (tmp_path / "jobs.jsonl").write_text("\n".join(json.dumps(job) for job in jobs))
+    summary = run_batch(tmp_path / "jobs.jsonl", tmp_path / "out", model=str(tiny_model_dir))
+    assert summary.failed == 0
+    out = tmp_path / "out"
+    assert [r["kind"] for r in read_recipe(out / "star.png")["adapters"]] == ["embedding", "custom_diffusion"]
+    tagged = read_recipe(out / "tag.png")
+    assert tagged["prompt"] == "a red circle" and tagged["adapters"][0]["scale"] == 0.9
+    assert "adapters" not in read_recipe(out / "plain2.png")
+    plain1, tag, plain2 = (np.asarray(Image.open(out / f"{name}.png")) for name in ("plain1", "tag", "plain2"))
+    assert np.array_equal(plain1, plain2) and not np.array_equal(plain1, tag)
+
+
+def scene() -> np.ndarray:
+    """A red square on blue, 32 x 32, as the tiny model draws pictures."""
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:] = (40, 90, 220)
+    pixels[8:20, 10:22] = (220, 40, 40)
+    return pixels
+
+
+def test_edit_into_a_concept_keeps_the_outside(tiny_model_dir, concepts, tmp_path, capsys):
+    from retouch.cli import main
+    from retouch.edit.layer import feather_alpha
+    from retouch.io.png import read_recipe
+
+    Image.fromarray(scene()).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    argv = [
+        "edit", str(tmp_path / "in.png"), "--source", "a large red circle on a blue background",
+        "--target", "a large red <star> on a blue background", "--concept", str(concepts["textual-inversion"]),
+        "--output", str(out), "--model", str(tiny_model_dir), "--steps", str(STEPS), "--seed", "1", "--quiet",
+        "--json",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["region"] == "foreground" and report["region_confidence"] == 1.0
+    output, mask = np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "out.mask.png")) == 255
+    kept = feather_alpha(mask) == 0
+    assert kept.sum() > 50 and np.array_equal(output[kept], scene()[kept])
+    assert read_recipe(out)["adapters"][0]["tokens"] == ["<star>"]
+    assert main(["replay", str(out), "--quiet"]) == 0 and "identical to the source" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["generate", "style", "interpolate"])
+def test_every_command_takes_the_adapter_flags(tiny_model_dir, concepts, tmp_path, capsys, command):
+    from retouch.cli import main
+
+    prompts = {
+        "generate": [PROMPT],
+        "style": [f"{PROMPT}, pastel", "--style", "pastel"],
+        "interpolate": [PROMPT, "a red circle"],
+    }
+    extra = ["--frames", "2"] if command == "interpolate" else []
+    argv = [command, *prompts[command], "--concept", str(concepts["textual-inversion"]), *extra,
+            "--lora", f"{concepts['lora'] / 'pytorch_lora_weights.safetensors'}:0.5", "--model", str(tiny_model_dir),
+            "--steps", str(STEPS), "--seed", "1", "--output", str(tmp_path), "--quiet", "--json"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    recipe = printed.get("recipe") or printed["recipes"][0]
+    assert [record["kind"] for record in recipe["adapters"]] == ["embedding", "lora"]
+    missing = ["--embedding", str(tmp_path / "nope.safetensors"), "--model", str(tiny_model_dir)]
+    assert main([*argv[: 1 + len(prompts[command])], *missing]) == 2
+    assert "embedding file not found" in capsys.readouterr().err
