@@ -367,3 +367,52 @@ def test_every_command_takes_the_adapter_flags(tiny_model_dir, concepts, tmp_pat
     missing = ["--embedding", str(tmp_path / "nope.safetensors"), "--model", str(tiny_model_dir)]
     assert main([*argv[: 1 + len(prompts[command])], *missing]) == 2
     assert "embedding file not found" in capsys.readouterr().err
+
+
+def test_imagic_takes_a_concept_and_replays(tiny_model_dir, concepts, tmp_path, capsys):
+    from retouch.batch import replay
+    from retouch.cli import main
+    from retouch.io.png import read_recipe
+
+    Image.fromarray(scene()).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    fast = ["--embed-steps", "2", "--tune-steps", "2", "--batch-size", "1", "--steps", "2", "--quiet"]
+    argv = ["imagic", str(tmp_path / "in.png"), "--target", PROMPT, "--output", str(out), "--region", "global",
+            "--model", str(tiny_model_dir), "--concept", str(concepts["textual-inversion"]), "--no-cache", *fast]
+    assert main(argv) == 0
+    assert read_recipe(out)["adapters"][0]["tokens"] == ["<star>"]
+    assert replay(out, tmp_path / "again.png", device="cpu").identical
+
+
+def test_an_a1111_png_with_lora_tags_replays_with_a_lora_dir(tiny_model_dir, concepts, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    from retouch.batch import replay
+
+    lora_dir = tmp_path / "loras"
+    lora_dir.mkdir()
+    (lora_dir / "shiny.safetensors").write_bytes((concepts["lora"] / "pytorch_lora_weights.safetensors").read_bytes())
+    info = PngInfo()
+    info.add_text("parameters", f"a red circle <lora:shiny:0.6>\nSteps: {STEPS}, Sampler: Euler a, CFG scale: 7, "
+                  "Seed: 5, Size: 32x32, Model: tiny")
+    Image.fromarray(scene()).save(tmp_path / "a1111.png", pnginfo=info)
+    with pytest.raises(RetouchError, match="--lora-dir"):
+        replay(tmp_path / "a1111.png", model=str(tiny_model_dir), device="cpu")
+    again = replay(tmp_path / "a1111.png", tmp_path / "again.png", str(tiny_model_dir), device="cpu",
+                   adapters={"lora_dir": str(lora_dir)})
+    assert again.recipe["prompt"] == "a red circle"
+    assert (again.recipe["adapters"][0]["name"], again.recipe["adapters"][0]["scale"]) == ("shiny", 0.6)
+
+
+def test_imagic_with_a_lora_tunes_the_whole_unet(tiny_model_dir, concepts, tmp_path, capsys):
+    from retouch.cli import main
+    from retouch.io.png import read_recipe
+
+    Image.fromarray(scene()).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    fast = ["--embed-steps", "2", "--tune-steps", "2", "--batch-size", "1", "--steps", "2", "--quiet", "--no-cache"]
+    argv = ["imagic", str(tmp_path / "in.png"), "--target", "a red circle", "--output", str(out), "--region", "global",
+            "--model", str(tiny_model_dir), "--lora", str(concepts["lora"] / "pytorch_lora_weights.safetensors"), *fast]
+    assert main(argv) == 2 and "pass --tune full" in capsys.readouterr().err
+    assert main([*argv, "--tune", "full"]) == 0
+    assert read_recipe(out)["adapters"][0]["kind"] == "lora"

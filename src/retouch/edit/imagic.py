@@ -130,6 +130,9 @@ def imagic(
     started, seed = time.perf_counter(), random_seed() if seed is None else seed
     check_generate_arguments(eta, seed, seeds, steps, eta_grid)
     check_number("guidance_scale", loaded.guidance_scale(guidance_scale))
+    if tune == "lora" and any(record["kind"] == "lora" for record in loaded.adapters):
+        raise RetouchError("Imagic's --tune lora trains a LoRA of its own beside none other; with a LoRA "
+                           "applied (--lora, a LoRA concept) pass --tune full")
     config = imagic_config(
         loaded.pipe,
         tune,
