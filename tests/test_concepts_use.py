@@ -416,3 +416,26 @@ def test_imagic_with_a_lora_tunes_the_whole_unet(tiny_model_dir, concepts, tmp_p
     assert main(argv) == 2 and "pass --tune full" in capsys.readouterr().err
     assert main([*argv, "--tune", "full"]) == 0
     assert read_recipe(out)["adapters"][0]["kind"] == "lora"
+
+
+def test_a_concept_token_nothing_defines_is_warned_about(model, concepts, caplog):
+    with caplog.at_level("WARNING", logger="retouch"):
+        generate(model, PROMPT, seed=1, steps=1)
+    assert "names <star>, which no loaded embedding or concept defines" in caplog.text
+    caplog.clear()
+    used = apply_adapters(model, concepts=[concepts["textual-inversion"]])
+    with caplog.at_level("WARNING", logger="retouch"):
+        generate(used, PROMPT, seed=1, steps=1)
+    assert "<star>" not in caplog.text
+
+
+def test_a_concept_token_in_place_of_the_shape_is_the_object_changing():
+    from retouch.edit.region import caption_region, is_recolor
+
+    source = "a large red circle on a blue background"
+    guess = caption_region(source, PROMPT)
+    assert (guess.region, guess.exact, guess.evidence["changed"]) == ("foreground", True, ["shape"])
+    recoloured = caption_region(source, "a large green <star> on a blue background")
+    assert recoloured.region == "foreground" and recoloured.evidence["changed"] == ["color", "shape"]
+    assert caption_region(source, "a large red <star> on a green background").region == "global"
+    assert not is_recolor(source, PROMPT)

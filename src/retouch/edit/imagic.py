@@ -37,7 +37,7 @@ from PIL import Image
 from retouch.core.components import pipe_name
 from retouch.core.latents import pixel_multiple
 from retouch.core.limits import check_number, check_numbers
-from retouch.core.prompts import warn_if_truncated
+from retouch.core.prompts import warn_if_truncated, warn_if_unknown_tokens
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
 from retouch.core.seeding import MAX_SEED, random_seed
 from retouch.core.weighting import prompt_text
@@ -179,6 +179,7 @@ def _prepare(
     if config.tune == "full" and pipe.unet.dtype != torch.float32:
         raise RetouchError("--tune full trains every UNet weight and needs float32 weights; load with --dtype float32")
     warn_if_truncated(pipe.tokenizer, prompt_text(target), "target caption")
+    warn_if_unknown_tokens(pipe.tokenizer, target, "target caption")
     is_file = isinstance(image, str | os.PathLike)
     source_input = read_input_image(image) if is_file else _as_input(image)
     padded, _ = pad_to_multiple(np.asarray(source_input.image), pixel_multiple(pipe))  # (H', W', 3)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from retouch.core.prompts import CONCEPT_TOKEN_RE
 from retouch.core.world import Region, World, world_for
 from retouch.errors import RetouchError
 
@@ -48,7 +49,6 @@ COLOR_WORDS = frozenset(
 ARTICLES = frozenset({"a", "an", "the"})
 BORDER_EVEN = 0.6  # image_evidence: the border ratio at which foreground and background are even odds
 STYLE_PHRASE = re.compile(r"\bin the style of\b|\bstyle of\b|\bart by\b")
-CONCEPT_TOKEN = re.compile(r"^<[^<>\s]+>$")  # a learned concept's token, "<star>", as a whole word
 
 
 @dataclass
@@ -135,7 +135,7 @@ def concept_fields(source: str, target: str) -> tuple[World, list[str]] | None:
     source's words put back, and the fields that change, the field of each replaced word included
     (here ``shape``: the foreground object becomes the concept). None when no world reads them."""
     source_words, target_words = source.split(), target.split()
-    spots = [i for i, word in enumerate(target_words) if CONCEPT_TOKEN.match(word.rstrip(","))]
+    spots = [i for i, word in enumerate(target_words) if CONCEPT_TOKEN_RE.fullmatch(word.rstrip(","))]
     if not spots or len(source_words) != len(target_words):
         return None
     stand_in = [source_words[i] if i in spots else word for i, word in enumerate(target_words)]
