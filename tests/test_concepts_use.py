@@ -418,15 +418,21 @@ def test_imagic_with_a_lora_tunes_the_whole_unet(tiny_model_dir, concepts, tmp_p
     assert read_recipe(out)["adapters"][0]["kind"] == "lora"
 
 
-def test_a_concept_token_nothing_defines_is_warned_about(model, concepts, caplog):
+def test_a_concept_token_nothing_defines_is_warned_about(model, concepts, caplog, tmp_path):
     with caplog.at_level("WARNING", logger="retouch"):
         generate(model, PROMPT, seed=1, steps=1)
     assert "names <star>, which no loaded embedding or concept defines" in caplog.text
     caplog.clear()
-    used = apply_adapters(model, concepts=[concepts["textual-inversion"]])
     with caplog.at_level("WARNING", logger="retouch"):
+        used = apply_adapters(model, concepts=[concepts["textual-inversion"]])
         generate(used, PROMPT, seed=1, steps=1)
-    assert "<star>" not in caplog.text
+    assert "<star>" not in caplog.text and "was trained on" not in caplog.text
+    other = random_embeddings(tmp_path / "other", token="<moon>")
+    concept = json.loads((other / "concept.json").read_text())
+    (other / "concept.json").write_text(json.dumps({**concept, "base_model": "shapes-64"}))
+    with caplog.at_level("WARNING", logger="retouch"):
+        apply_adapters(used, concepts=[other])
+    assert f"the concept {other} was trained on shapes-64, not on" in caplog.text
 
 
 def test_a_concept_token_in_place_of_the_shape_is_the_object_changing():

@@ -15,6 +15,7 @@ re-applies them and refuses a file that is missing or whose sha256 changed.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -38,6 +39,7 @@ from retouch.models.adapter_files import (
 )
 from retouch.models.loading import LoadedModel, load_model
 
+logger = logging.getLogger(__name__)
 KIND_ORDER: tuple[str, ...] = ("model", "embedding", "custom_diffusion", "lora")  # a whole model first
 A1111_HASH_LENGTH = 12  # AUTOMATIC1111's short hash of a LoRA or embedding (its model hash is 10)
 LORA_SUFFIXES: tuple[str, ...] = (SAFETENSORS_SUFFIX, ".pt", ".bin", ".ckpt")
@@ -246,6 +248,8 @@ def _apply(model: LoadedModel, steps: list[dict[str, Any]]) -> tuple[LoadedModel
     steps = sorted(steps, key=lambda step: KIND_ORDER.index(step["kind"]))
     if sum(step["kind"] == "model" for step in steps) > 1:
         raise RetouchError("two DreamBooth concepts cannot be used together: each is a whole model")
+    for folder in sorted({step["concept"] for step in steps if "concept" in step and step["kind"] != "model"}):
+        warn_if_other_base(model, folder)
     loaded, undo, records = model, [], list(model.adapters)
     for step in steps:
         sha = fingerprint(step)
@@ -268,6 +272,14 @@ def _apply(model: LoadedModel, steps: list[dict[str, Any]]) -> tuple[LoadedModel
     if any(step["kind"] == "lora" for step in steps):
         _set_lora_scales(loaded, records, undo)
     return replace(loaded, adapters=records), undo
+
+
+def warn_if_other_base(model: LoadedModel, folder: str) -> None:
+    """Log a warning when a concept was trained on another model than ``model`` (it may still fit:
+    a LoRA of one SD 1.5 model on another; a misfit shows up as an error when it loads)."""
+    base = read_concept(folder).get("base_model")
+    if isinstance(base, str) and base not in (model.name, Path(model.name).name):
+        logger.warning("the concept %s was trained on %s, not on %s; it may not fit", folder, base, model.name)
 
 
 def _use_model(model: LoadedModel, path: Path) -> LoadedModel:
