@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 from retouch.core.generate import generate
 from retouch.errors import RetouchError
-from retouch.models.adapters import adapters_applied, apply_adapters, take_lora_tags
+from retouch.models.adapter_options import take_lora_tags
+from retouch.models.adapters import adapters_applied, apply_adapters
 from retouch.models.loading import load_model
 from retouch.models.tiny import save_tiny_pipeline, tiny_pipeline
 

@@ -15,7 +15,8 @@ from typing import Any
 from PIL import Image
 
 from retouch.errors import RetouchError
-from retouch.models.adapters import adapters_applied, check_record_fields, take_lora_tags
+from retouch.models.adapter_options import take_lora_tags
+from retouch.models.adapters import adapters_applied, check_record_fields
 from retouch.models.loading import LoadedModel
 
 DEFAULT_TASK = "generate"

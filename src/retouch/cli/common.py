@@ -128,7 +128,8 @@ def load_adapted_model(args: argparse.Namespace, prompt_fields: Sequence[str] = 
     """``load_model`` for the model flags, with the adapter flags applied. The ``<lora:name:w>`` tags
     in the prompts ``args.<field>`` are taken out of them (``args`` is updated) and found in
     --lora-dir, before the model loads."""
-    from retouch.models.adapters import apply_adapters, take_lora_tags
+    from retouch.models.adapter_options import take_lora_tags
+    from retouch.models.adapters import apply_adapters
     from retouch.models.loading import load_model
 
     loras = list(args.lora)

@@ -130,9 +130,6 @@ def imagic(
     started, seed = time.perf_counter(), random_seed() if seed is None else seed
     check_generate_arguments(eta, seed, seeds, steps, eta_grid)
     check_number("guidance_scale", loaded.guidance_scale(guidance_scale))
-    if tune == "lora" and any(record["kind"] == "lora" for record in loaded.adapters):
-        raise RetouchError("Imagic's --tune lora trains a LoRA of its own beside none other; with a LoRA "
-                           "applied (--lora, a LoRA concept) pass --tune full")
     config = imagic_config(
         loaded.pipe,
         tune,
@@ -173,6 +170,9 @@ def _prepare(
 ) -> ImagicRun:
     """Check what needs the model, read the picture and pad it to the model's multiple (cropped
     back after sampling), encode it and the target caption, key the cache."""
+    if config.tune == "lora" and any(record["kind"] == "lora" for record in loaded.adapters):
+        raise RetouchError("Imagic's --tune lora trains a LoRA of its own beside none other; with a LoRA "
+                           "applied (--lora, a LoRA concept) pass --tune full")
     cache = ImagicCache((cache_dir or default_cache_dir()) if use_cache else None)
     named_cache = cache_dir is not None and use_cache
     pipe = loaded.pipe
