@@ -446,3 +446,24 @@ def test_a_concept_token_in_place_of_the_shape_is_the_object_changing():
     assert recoloured.region == "foreground" and recoloured.evidence["changed"] == ["color", "shape"]
     assert caption_region(source, "a large red <star> on a green background").region == "global"
     assert not is_recolor(source, PROMPT)
+
+
+def test_custom_diffusion_equals_diffusers_own_loader(tiny_model_dir, concepts, tmp_path):
+    """diffusers 0.42 loads Custom Diffusion only from the pickled .bin and only given ``_pipeline``
+    (from .safetensors it sets nothing, or fails): ours reads the .safetensors to the same pixels."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    path = concepts["custom-diffusion"] / "pytorch_custom_diffusion_weights.safetensors"
+    weights = load_file(path)
+    plain = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None)
+    trained = {key.partition(".processor.")[0] + ".processor" for key in weights}
+    empty = {name: {} for name in plain.unet.attn_processors if name not in trained}
+    plain.unet.load_attn_procs({**weights, **empty}, _pipeline=plain)  # the .bin layout: empty self-attention
+    ours = apply_adapters(fresh(tiny_model_dir), records=[{"kind": "custom_diffusion", "path": str(path)}])
+
+    def draw(pipe):
+        return pipe("a red circle", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0)).images[0]
+
+    assert np.array_equal(np.asarray(draw(plain)), np.asarray(draw(ours.pipe)))
+    assert not np.array_equal(np.asarray(draw(plain)), np.asarray(draw(fresh(tiny_model_dir).pipe)))

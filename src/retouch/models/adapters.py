@@ -178,7 +178,10 @@ def _apply(model: LoadedModel, steps: list[dict[str, Any]]) -> tuple[LoadedModel
 def warn_if_other_base(model: LoadedModel, folder: str) -> None:
     """Log a warning when a concept was trained on another model than ``model`` (it may still fit:
     a LoRA of one SD 1.5 model on another; a misfit shows up as an error when it loads)."""
-    base = read_concept(folder).get("base_model")
+    try:
+        base = read_concept(folder).get("base_model")
+    except RetouchError:  # a recipe's concept folder may have lost its concept.json: the files decide
+        return
     if isinstance(base, str) and base not in (model.name, Path(model.name).name):
         logger.warning("the concept %s was trained on %s, not on %s; it may not fit", folder, base, model.name)
 
