@@ -423,6 +423,9 @@ def test_a_concept_token_nothing_defines_is_warned_about(model, concepts, caplog
     with caplog.at_level("WARNING", logger="retouch"):
         generate(model, PROMPT, seed=1, steps=1)
     assert "names <star>, which no loaded embedding or concept defines" in caplog.text
+    with caplog.at_level("WARNING", logger="retouch"):
+        generate(model, "a red circle <lora:shiny:0.5>", seed=1, steps=1)
+    assert "holds a <lora:name:weight> tag" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="retouch"):
         used = apply_adapters(model, concepts=[concepts["textual-inversion"]])

@@ -44,7 +44,14 @@ def unknown_concept_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str) -> l
 
 
 def warn_if_unknown_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str, what: str = "prompt") -> list[str]:
-    """Log a warning naming the concept tokens no loaded embedding defines, and return them."""
+    """Log a warning naming the concept tokens no loaded embedding defines (and one for a LoRA tag
+    left in the prompt), and return the tokens."""
+    if "<lora:" in prompt:
+        logger.warning(
+            "%s holds a <lora:name:weight> tag, which only the command line (--lora-dir) and batch jobs "
+            "(\"lora_dir\") read; in Python take it out with retouch.models.adapter_options.take_lora_tags",
+            what,
+        )
     unknown = unknown_concept_tokens(tokenizer, prompt)
     if unknown:
         logger.warning(
