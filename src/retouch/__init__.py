@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from retouch.errors import RetouchError
     from retouch.io.images import load_image
     from retouch.io.png import read_recipe, save_png
+    from retouch.models.adapters import adapters_applied, apply_adapters
     from retouch.models.loading import LoadedModel, load_model
     from retouch.steer.interpolate import InterpolateResult, interpolate
     from retouch.steer.slerp import slerp
@@ -57,6 +58,8 @@ _EXPORTS = {
     "load_image": "retouch.io.images",
     "read_recipe": "retouch.io.png",
     "save_png": "retouch.io.png",
+    "adapters_applied": "retouch.models.adapters",
+    "apply_adapters": "retouch.models.adapters",
     "LoadedModel": "retouch.models.loading",
     "load_model": "retouch.models.loading",
     "InterpolateResult": "retouch.steer.interpolate",
@@ -82,6 +85,8 @@ __all__ = [
     "TaskOutput",
     "TaskRegistry",
     "__version__",
+    "adapters_applied",
+    "apply_adapters",
     "default_registry",
     "encode_weighted_prompt",
     "generate",

@@ -9,15 +9,24 @@ model (fields, types, counts, sizes, finite numbers): ``replay`` runs it before 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
 
 from retouch.errors import RetouchError
+from retouch.models.adapter_options import take_lora_tags
+from retouch.models.adapters import adapters_applied, check_record_fields
 from retouch.models.loading import LoadedModel
 
 DEFAULT_TASK = "generate"
+# Fields any job may carry that choose adapters rather than feed its task: concept folders,
+# "FILE[:TOKEN]" embeddings, "FILE[:SCALE]" LoRAs, the folder <lora:name:w> tags are found in, and
+# the records a recipe keeps (``LoadedModel.adapters``), which replay re-applies.
+ADAPTER_FIELDS: dict[str, type] = {
+    "concepts": list, "embeddings": list, "loras": list, "lora_dir": str, "adapters": list
+}
+PROMPT_FIELDS: tuple[str, ...] = ("prompt", "negative_prompt", "source", "target", "prompt_a", "prompt_b")
 
 
 @dataclass
@@ -85,12 +94,21 @@ class TaskRegistry:
         """Refuse a job whose task is unknown or whose task's check fails; runs nothing."""
         task = self._task_name(job)
         self.get(task)
+        _, job = split_adapter_fields(job)
         if task in self._checks:
             self._checks[task](job)
 
     def run(self, ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
-        """Dispatch ``job`` on its ``"task"`` field (``"generate"`` when absent)."""
-        return self.get(self._task_name(job))(ctx, job)
+        """Dispatch ``job`` on its ``"task"`` field (``"generate"`` when absent), with the job's
+        adapters applied for it alone."""
+        task = self.get(self._task_name(job))
+        adapters, job = split_adapter_fields(job)
+        if not adapters:
+            return task(ctx, job)
+        with adapters_applied(ctx.model, **adapters) as model:
+            if model is not ctx.model and job.get("model") == ctx.model.name:
+                job = {**job, "model": model.name}  # a DreamBooth concept is the model now
+            return task(replace(ctx, model=model), job)
 
     @staticmethod
     def _task_name(job: dict[str, Any]) -> str:
@@ -98,6 +116,32 @@ class TaskRegistry:
         if not isinstance(task, str):
             raise RetouchError(f"'task' must be a string, got {task!r}")
         return task
+
+
+def split_adapter_fields(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(adapters, rest)``: the keyword arguments of ``adapters_applied`` a job's adapter fields
+    make (``<lora:name:w>`` tags taken out of its prompts, found in ``lora_dir``), and the job without them."""
+    for name, kind in ADAPTER_FIELDS.items():
+        value = job.get(name)
+        if value is not None and (not isinstance(value, kind) or (kind is list and name != "adapters" and not all(
+            isinstance(item, str) for item in value
+        ))):
+            raise RetouchError(f"field {name!r} has the wrong type: {value!r}")
+    for record in job.get("adapters") or []:
+        check_record_fields(record, "the job")
+    rest = {key: value for key, value in job.items() if key not in ADAPTER_FIELDS}
+    loras = list(job.get("loras") or [])
+    for name in PROMPT_FIELDS:
+        if isinstance(rest.get(name), str):
+            rest[name], tagged = take_lora_tags(rest[name], job.get("lora_dir"))
+            loras += tagged
+    adapters = {
+        "concepts": job.get("concepts") or [],
+        "embeddings": job.get("embeddings") or [],
+        "loras": loras,
+        "records": job.get("adapters") or [],
+    }
+    return ({} if not any(adapters.values()) else adapters), rest
 
 
 def default_registry() -> TaskRegistry:

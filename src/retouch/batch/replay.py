@@ -15,6 +15,7 @@ from retouch.errors import RetouchError
 from retouch.io.atomic import check_writable
 from retouch.io.images import load_image
 from retouch.io.png import read_recipe, save_png
+from retouch.models.adapters import verify_records
 from retouch.models.loading import LoadedModel, load_model
 
 
@@ -67,19 +68,27 @@ def replay(
     config: str | None = None,
     registry: TaskRegistry | None = None,
     progress: bool = False,
+    adapters: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Re-create the image at ``image_path`` from its recipe and write it to ``output``.
+
+    The concepts, embeddings and LoRAs the recipe records are applied again; a recorded file that
+    is missing or whose sha256 changed is refused before the model loads.
 
     Args:
         model: overrides the recipe's model (a name, path or hub id, or an already loaded model).
         output: defaults to ``NAME.replay.png`` beside the source.
+        adapters: job fields adding adapters the recipe cannot name (``concepts``, ``embeddings``,
+            ``loras``, ``lora_dir``), e.g. for an AUTOMATIC1111 PNG whose prompt has ``<lora:name:w>``.
     """
     image_path = Path(image_path)
-    recipe = read_recipe(image_path)
+    recipe = {**read_recipe(image_path), **(adapters or {})}
     registry = registry or default_registry()
     check_recipe(recipe, registry, image_path)
     output = Path(output) if output else default_replay_path(image_path)
     check_output_apart(output, [image_path, *(recipe.get(key) for key in INPUT_KEYS)])
+    records = recipe.get("adapters") or []
+    verify_records(records, f"the recipe in {image_path}")
     if not isinstance(model, LoadedModel):
         name = model or recipe.get("model")
         if not name:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retouch.models.loading import DEFAULT_MODEL, DTYPES
+
+if TYPE_CHECKING:
+    from retouch.models.loading import LoadedModel
 
 
 def add_global_flags(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +91,55 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = D
     group.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="weights dtype (default: float32)"
     )
+
+
+def add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
+    """--concept, --embedding, --lora (each repeatable) and --lora-dir."""
+    group = parser.add_argument_group("concepts and adapters")
+    group.add_argument(
+        "--concept", action="append", default=[], metavar="OUT", help="a 'retouch train' output folder (repeatable)"
+    )
+    group.add_argument(
+        "--embedding",
+        action="append",
+        default=[],
+        metavar="FILE[:TOKEN]",
+        help="a Textual Inversion embedding, diffusers or A1111 format (repeatable; TOKEN renames it)",
+    )
+    group.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE[:SCALE]",
+        help="a LoRA file, diffusers or kohya keys (repeatable; SCALE default 1)",
+    )
+    group.add_argument(
+        "--lora-dir", default=None, metavar="DIR", help="where the prompt's <lora:name:weight> tags are found"
+    )
+
+
+def adapter_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The adapter flags as the job fields batch and replay read (only those given)."""
+    fields = {"concepts": args.concept, "embeddings": args.embedding, "loras": args.lora, "lora_dir": args.lora_dir}
+    return {name: value for name, value in fields.items() if value}
+
+
+def load_adapted_model(args: argparse.Namespace, prompt_fields: Sequence[str] = ()) -> LoadedModel:
+    """``load_model`` for the model flags, with the adapter flags applied. The ``<lora:name:w>`` tags
+    in the prompts ``args.<field>`` are taken out of them (``args`` is updated) and found in
+    --lora-dir, before the model loads."""
+    from retouch.models.adapter_options import take_lora_tags
+    from retouch.models.adapters import apply_adapters
+    from retouch.models.loading import load_model
+
+    loras = list(args.lora)
+    for field in prompt_fields:
+        if getattr(args, field, None):
+            prompt, tagged = take_lora_tags(getattr(args, field), args.lora_dir)
+            setattr(args, field, prompt)
+            loras += tagged
+    model = load_model(args.model, args.device, args.dtype, args.config)
+    return apply_adapters(model, concepts=args.concept, embeddings=args.embedding, loras=loras)
 
 
 def emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) -> None:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retouch.cli.common import add_denoising_arguments, add_global_flags, add_model_arguments, emit
+from retouch.cli.common import (
+    add_adapter_arguments,
+    add_denoising_arguments,
+    add_global_flags,
+    add_model_arguments,
+    emit,
+    load_adapted_model,
+)
 
 
 def strength_value(text: str) -> float | str:
@@ -75,6 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--llm-url", default=None, metavar="URL", help="OpenAI-compatible endpoint for --classifier llm"
     )
     add_model_arguments(parser)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -83,10 +91,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from retouch.edit.api import edit
     from retouch.edit.result import output_paths
-    from retouch.models.loading import load_model
 
     output_paths(args.output, (args.image, args.mask))  # before the model loads: a bad --output fails fast
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_adapted_model(args, ("source", "target"))
     result = edit(
         model,
         args.image,

@@ -7,11 +7,13 @@ import time
 from functools import partial
 
 from retouch.cli.common import (
+    add_adapter_arguments,
     add_global_flags,
     add_model_arguments,
     add_output_folder_argument,
     add_sampling_arguments,
     emit,
+    load_adapted_model,
     sampling_options,
 )
 from retouch.cli.style import add_style_arguments
@@ -30,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--style", default=None, metavar="PHRASE", help="turn this style phrase up or down")
     add_style_arguments(parser, prefix="style-")
     add_model_arguments(parser)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -39,14 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from retouch.core.generate import generate
     from retouch.errors import RetouchError
     from retouch.io.atomic import check_writable
-    from retouch.models.loading import load_model
     from retouch.steer.style import style_amount, stylize
 
     if args.style is None and args.style_amount is not None:
         raise RetouchError("--style-amount needs --style PHRASE")
     check_writable(args.output)
     start = time.perf_counter()
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_adapted_model(args, ("prompt", "negative_prompt"))
     load_seconds = time.perf_counter() - start
     if args.style is not None:  # generate with the style turned up or down, recorded as a style task
         amount = style_amount(args.style_amount, None)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retouch.cli.common import add_denoising_arguments, add_global_flags, add_model_arguments, emit
+from retouch.cli.common import (
+    add_adapter_arguments,
+    add_denoising_arguments,
+    add_global_flags,
+    add_model_arguments,
+    emit,
+    load_adapted_model,
+)
 
 
 def eta_value(text: str) -> float | str:
@@ -86,6 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--sweep-dir", type=Path, default=None, metavar="DIR", help="where --eta auto writes every sample (OUT.sweep/)"
     )
     add_model_arguments(parser)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -96,14 +104,13 @@ def run(args: argparse.Namespace) -> int:
     from retouch.edit.imagic import imagic
     from retouch.edit.imagic_report import output_files
     from retouch.errors import RetouchError
-    from retouch.models.loading import load_model
 
     if not args.image.is_file():
         raise RetouchError(f"image not found: {args.image}")
     output = args.output or args.image.with_name(f"{args.image.stem}.imagic.png")
     output_files(output, args.image)  # before the run: a .png, and not the input
     check_writable(output.parent)
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_adapted_model(args, ("target", "source"))
     result = imagic(
         model,
         args.image,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from retouch.cli.common import (
+    add_adapter_arguments,
     add_global_flags,
     add_model_arguments,
     add_output_folder_argument,
     add_sampling_arguments,
     emit,
+    load_adapted_model,
     sampling_options,
 )
 
@@ -60,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_sampling_arguments(parser)
     add_output_folder_argument(parser)
     add_model_arguments(parser)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -68,12 +71,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from retouch.core.limits import check_number
     from retouch.io.atomic import check_writable
-    from retouch.models.loading import load_model
     from retouch.steer.interpolate import interpolate
 
     check_number("frame_ms", args.frame_ms)
     check_writable(args.output)
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_adapted_model(args, ("prompt_a", "prompt_b", "negative_prompt"))
     result = interpolate(
         model,
         args.prompt_a,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.cli.common import adapter_fields, add_adapter_arguments, add_global_flags, add_model_arguments, emit
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("image", type=Path, help="a PNG written by retouch (or by AUTOMATIC1111)")
     parser.add_argument("--output", type=Path, default=None, metavar="PATH", help="default: IMAGE.replay.png")
     add_model_arguments(parser, default=None)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         config=args.config,
         progress=not args.quiet,
+        adapters=adapter_fields(args),
     )
     payload = {
         "file": str(result.path),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from retouch.cli.common import (
+    add_adapter_arguments,
     add_global_flags,
     add_model_arguments,
     add_output_folder_argument,
     add_sampling_arguments,
     emit,
+    load_adapted_model,
     sampling_options,
 )
 
@@ -59,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_sampling_arguments(parser)
     add_output_folder_argument(parser)
     add_model_arguments(parser)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -68,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     from retouch.errors import RetouchError
     from retouch.io.atomic import check_writable
     from retouch.io.outputs import save_numbered
-    from retouch.models.loading import load_model
     from retouch.steer.style import parse_sweep, style_amount, style_sweep, stylize
 
     if args.sweep is not None and args.amount is not None:
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep is not None:
         parse_sweep(args.sweep)  # a bad spec fails before the model loads
     check_writable(args.output)
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_adapted_model(args, ("prompt", "negative_prompt"))
     options = sampling_options(args)
     if args.sweep is None:
         amount = style_amount(args.amount, None)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from retouch.core.components import pipe_name, scheduler_swapped
 from retouch.core.limits import check_number, check_size
-from retouch.core.prompts import warn_if_truncated
+from retouch.core.prompts import warn_if_truncated, warn_if_unknown_tokens
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.seeding import MAX_SEED, random_seed
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, has_weighting, prompt_text
@@ -100,6 +100,7 @@ def generate(
     pipe = loaded.pipe
     check_generate_arguments(num_images, seed, steps, width, height, guidance_scale)
     warn_if_truncated(pipe.tokenizer, prompt_text(prompt), "prompt")
+    warn_if_unknown_tokens(pipe.tokenizer, prompt, "prompt")
     if negative_prompt:
         warn_if_truncated(pipe.tokenizer, prompt_text(negative_prompt), "negative prompt")
     if prompt_embeds_fn is None and has_weighting(prompt):

@@ -24,7 +24,7 @@ from PIL import Image
 
 from retouch.core.components import pipe_name
 from retouch.core.latents import decode, encode, pixel_multiple, text_embeddings
-from retouch.core.prompts import warn_if_truncated
+from retouch.core.prompts import warn_if_truncated, warn_if_unknown_tokens
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.seeding import random_seed
 from retouch.edit import masks
@@ -199,6 +199,7 @@ def check_prompts(job: EditJob) -> None:
         check_captions_differ(job.source_prompt, job.target_prompt)
     for what, prompt in (("source caption", job.source_prompt), ("target caption", job.target_prompt)):
         warn_if_truncated(job.pipe.tokenizer, prompt, what)
+        warn_if_unknown_tokens(job.pipe.tokenizer, prompt, what)
 
 
 def prepare(job: EditJob) -> Prepared:

@@ -37,7 +37,7 @@ from PIL import Image
 from retouch.core.components import pipe_name
 from retouch.core.latents import pixel_multiple
 from retouch.core.limits import check_number, check_numbers
-from retouch.core.prompts import warn_if_truncated
+from retouch.core.prompts import warn_if_truncated, warn_if_unknown_tokens
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName
 from retouch.core.seeding import MAX_SEED, random_seed
 from retouch.core.weighting import prompt_text
@@ -170,12 +170,16 @@ def _prepare(
 ) -> ImagicRun:
     """Check what needs the model, read the picture and pad it to the model's multiple (cropped
     back after sampling), encode it and the target caption, key the cache."""
+    if config.tune == "lora" and any(record["kind"] == "lora" for record in loaded.adapters):
+        raise RetouchError("Imagic's --tune lora trains a LoRA of its own beside none other; with a LoRA "
+                           "applied (--lora, a LoRA concept) pass --tune full")
     cache = ImagicCache((cache_dir or default_cache_dir()) if use_cache else None)
     named_cache = cache_dir is not None and use_cache
     pipe = loaded.pipe
     if config.tune == "full" and pipe.unet.dtype != torch.float32:
         raise RetouchError("--tune full trains every UNet weight and needs float32 weights; load with --dtype float32")
     warn_if_truncated(pipe.tokenizer, prompt_text(target), "target caption")
+    warn_if_unknown_tokens(pipe.tokenizer, target, "target caption")
     is_file = isinstance(image, str | os.PathLike)
     source_input = read_input_image(image) if is_file else _as_input(image)
     padded, _ = pad_to_multiple(np.asarray(source_input.image), pixel_multiple(pipe))  # (H', W', 3)

@@ -22,7 +22,6 @@ from retouch.io.hashing import pixels_sha256
 from retouch.io.png import save_png
 from retouch.metrics.report import json_safe
 from retouch.train.finetune import autocast_dtype
-from retouch.version import __version__
 
 
 @dataclass
@@ -196,10 +195,8 @@ def imagic_recipe(run: ImagicRun, chosen: SweepSample, local: LocalRegion | None
         "scheduler": sampling.scheduler,
         "width": width,
         "height": height,
-        "model": loaded.name,
-        **({"model_config": loaded.config} if loaded.config else {}),
         **({"cache": run.recipe_cache} if run.recipe_cache is not None else {}),
-        "retouch_version": __version__,
+        **loaded.recipe_fields(),
     }
 
 

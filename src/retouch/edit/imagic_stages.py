@@ -219,6 +219,7 @@ def prepare_run(
         "model": loaded.name,
         "model_fingerprint": model_fingerprint(pipe),
         "dtype": str(pipe.unet.dtype),
+        **({"adapters": [record["sha256"] for record in loaded.adapters]} if loaded.adapters else {}),
     }
     embed_key = stage_key({**base_key, **{k: getattr(config, k) for k in EMBED_FIELDS}})
     return ImagicRun(

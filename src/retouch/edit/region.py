@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from retouch.core.prompts import CONCEPT_TOKEN_RE
 from retouch.core.world import Region, World, world_for
 from retouch.errors import RetouchError
 
@@ -86,11 +87,13 @@ def caption_region(source: str, target: str) -> RegionGuess:
     """
     check_captions_differ(source, target)
     world = world_for([source, target])
-    if world is not None:
-        changed = changed_fields(world, source, target)
+    concept = None if world is not None else concept_fields(source, target)
+    if world is not None or concept is not None:
+        world, changed = (world, changed_fields(world, source, target)) if concept is None else concept
         regions = {world.field_region(k) for k in changed}
         region: Region = regions.pop() if len(regions) == 1 else "global"
-        return RegionGuess(region, 1.0, True, {"rule": f"{world.name} fields", "changed": changed})
+        rule = f"{world.name} fields" + (", a concept token in place of a word" if concept else "")
+        return RegionGuess(region, 1.0, True, {"rule": rule, "changed": changed})
 
     source_words, target_words = words(source), words(target)
     spans = changed_spans(source_words, target_words)
@@ -124,6 +127,25 @@ def changed_spans(source_words: list[str], target_words: list[str]) -> list[tupl
     return [(source_words, i1, i2) for tag, i1, i2, _, _ in opcodes if tag != "equal"] + [
         (target_words, j1, j2) for tag, _, _, j1, j2 in opcodes if tag != "equal"
     ]
+
+
+def concept_fields(source: str, target: str) -> tuple[World, list[str]] | None:
+    """For a target caption with a concept token where the source has a word ("a large red circle
+    ..." -> "a large red <star> ..."): the world that reads the source and the target with the
+    source's words put back, and the fields that change, the field of each replaced word included
+    (here ``shape``: the foreground object becomes the concept). None when no world reads them."""
+    source_words, target_words = source.split(), target.split()
+    spots = [i for i, word in enumerate(target_words) if CONCEPT_TOKEN_RE.fullmatch(word.rstrip(","))]
+    if not spots or len(source_words) != len(target_words):
+        return None
+    stand_in = [source_words[i] if i in spots else word for i, word in enumerate(target_words)]
+    world = world_for([source, " ".join(stand_in)])
+    if world is None:
+        return None
+    source_fields = world.parse_caption(source) or {}
+    replaced = {source_words[i].rstrip(",") for i in spots}
+    concept = {k for k, value in source_fields.items() if value in replaced}
+    return world, sorted(concept | set(changed_fields(world, source, " ".join(stand_in))))
 
 
 def changed_fields(world: World, source: str, target: str) -> list[str]:

@@ -8,7 +8,9 @@ Two tEXt chunks are written:
       Steps: 25, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: shapes-64
 
   An edit adds A1111's img2img field ``Denoising strength`` and its source caption as
-  ``Source prompt``. Prompts are written on one line (a line break is whitespace to CLIP, so the
+  ``Source prompt``. LoRAs appear as A1111 writes them, ``<lora:name:scale>`` after the prompt and
+  ``Lora hashes: "name: 0123456789ab"``; embeddings as ``TI hashes: "<star>: 0123456789ab"``.
+  Prompts are written on one line (a line break is whitespace to CLIP, so the
   picture does not change), and values holding ``,``, ``:`` or a line break are JSON-quoted as
   A1111 quotes them: no prompt can add a settings line that readers would take for the real one.
 
@@ -86,6 +88,8 @@ def format_parameters(recipe: dict[str, Any]) -> str:
         "Size": f"{recipe['width']}x{recipe['height']}",
         "Model": model_display_name(str(recipe["model"])),
     }
+    lines[0] += "".join(f" <lora:{name}:{scale:g}>" for name, scale, _ in _loras(recipe))
+    fields.update(adapter_hashes(recipe))
     if recipe.get("task") == "edit":  # an img2img to A1111 readers
         if isinstance(recipe.get("strength"), int | float):
             fields[STRENGTH_KEY] = f"{float(recipe['strength']):g}"
@@ -93,6 +97,40 @@ def format_parameters(recipe: dict[str, Any]) -> str:
             fields[SOURCE_KEY] = recipe["source"]
     lines.append(", ".join(f"{key}: {quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
+
+
+def _loras(recipe: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """``(name, scale, short hash)`` of each LoRA the recipe's adapters record."""
+    records = recipe.get("adapters") if isinstance(recipe.get("adapters"), list) else []
+    return [
+        (_alias(record.get("name")), float(record.get("scale", 1.0)), str(record.get("a1111_hash", "")))
+        for record in records
+        if isinstance(record, dict) and record.get("kind") == "lora"
+    ]
+
+
+def _alias(name: Any) -> str:
+    """A name as A1111 writes it in hash lists: without the list's own separators."""
+    return str(name).replace(":", "").replace(",", "")
+
+
+def adapter_hashes(recipe: dict[str, Any]) -> dict[str, str]:
+    """A1111's ``Lora hashes`` and ``TI hashes`` fields (``"name: hash, ..."``, 12 hex digits each)
+    for the LoRAs and embeddings the recipe's adapters record; none when it records none."""
+    records = recipe.get("adapters") if isinstance(recipe.get("adapters"), list) else []
+    fields = {}
+    loras = [f"{name}: {short}" for name, _, short in _loras(recipe) if short]
+    if loras:
+        fields["Lora hashes"] = ", ".join(loras)
+    embeddings = [
+        f"{_alias(token)}: {record['a1111_hash']}"
+        for record in records
+        if isinstance(record, dict) and record.get("kind") == "embedding" and record.get("a1111_hash")
+        for token in record.get("tokens") or []
+    ]
+    if embeddings:
+        fields["TI hashes"] = ", ".join(embeddings)
+    return fields
 
 
 def parse_parameters(text: str) -> dict[str, Any]:

@@ -44,6 +44,8 @@ class LoadedModel:
     source: ModelSource
     config: str | None = None  # the diffusers config folder a single-file checkpoint was read with
     defaults: dict[str, Any] = field(default_factory=dict)  # the model's retouch.json, if it has one
+    # the concepts, embeddings and LoRAs applied (``retouch.models.adapters``), one record each
+    adapters: list[dict[str, Any]] = field(default_factory=list)
 
     def guidance_scale(self, value: float | None = None) -> float:
         """``value`` when given, else the scale the model recommends, else 7.5."""
@@ -59,11 +61,13 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return self.pipe.unet.dtype
 
-    def recipe_fields(self) -> dict[str, str]:
-        """What every recipe records to load this model again, and the retouch version."""
+    def recipe_fields(self) -> dict[str, Any]:
+        """What every recipe records to load this model again (with its adapters, each with its
+        sha256), and the retouch version."""
         from retouch.version import __version__
 
         return {"model": self.name, **({"model_config": self.config} if self.config else {}),
+                **({"adapters": [dict(r) for r in self.adapters]} if self.adapters else {}),
                 "retouch_version": __version__}
 
 
@@ -208,7 +212,7 @@ def _load_single_file(path: Path, torch_dtype: torch.dtype, config: Path | None)
     if suffix in SINGLE_FILE_SUFFIXES:
         _check_safetensors(path)
     elif suffix in PICKLE_SUFFIXES:
-        _check_weights_only(path)
+        torch_load_weights_only(path, mmap=True)  # refuses a pickle that needs arbitrary code
     else:
         raise RetouchError(
             f"unsupported model file {path.name!r}: use a .safetensors checkpoint or a diffusers folder"
@@ -248,10 +252,11 @@ def _check_safetensors(path: Path) -> None:
         raise RetouchError(f"{path} is not a valid .safetensors file ({e}); the file may be corrupt") from e
 
 
-def _check_weights_only(path: Path) -> None:
-    """Load a pickle-based checkpoint the safe way; refuse it when it needs arbitrary code."""
+def torch_load_weights_only(path: str | os.PathLike[str], mmap: bool = False) -> Any:
+    """``torch.load`` the safe way (``weights_only=True``: tensors, numbers, strings, lists and
+    dicts only); refuse a pickle that needs arbitrary code, or a corrupt one, with a clear error."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "weights only load failed" not in str(e).lower():
             raise RetouchError(

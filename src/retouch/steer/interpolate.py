@@ -34,7 +34,7 @@ from PIL import Image
 from retouch.core.components import scheduler_swapped
 from retouch.core.generate import DEFAULT_SCHEDULER, check_generate_arguments, fill_defaults
 from retouch.core.limits import check_number, check_numbers
-from retouch.core.prompts import warn_if_truncated
+from retouch.core.prompts import warn_if_truncated, warn_if_unknown_tokens
 from retouch.core.schedulers import DEFAULT_STEPS, SchedulerName, make_scheduler
 from retouch.core.weighting import encode_if_weighted, encode_weighted_prompt, prompt_text
 from retouch.errors import RetouchError
@@ -145,6 +145,7 @@ def interpolate(
     ts = frame_positions(frames)
     for text, what in ((prompt_a, "prompt A"), (prompt_b, "prompt B"), (negative_prompt, "negative prompt")):
         warn_if_truncated(pipe.tokenizer, prompt_text(text), what)
+        warn_if_unknown_tokens(pipe.tokenizer, text, what)
 
     path = prepare_path(
         pipe,
