@@ -387,7 +387,10 @@ CLI_CASES = [
         "steps must be a whole number in [1, 1000], got 5000",
     ),
     Case(
-        "edit-tries-zero", edit_argv("good.png", "--tries", "0"), 2, "tries must be a whole number from 1 to 16, got 0"
+        "edit-tries-zero",
+        edit_argv("good.png", "--tries", "0"),
+        2,
+        "tries must be a whole number from 1 to 16 or 'auto', got 0",
     ),
     Case("edit-method-unknown", edit_argv("good.png", "--method", "magic"), 2, "invalid choice: 'magic'"),
     Case("edit-region-unknown", edit_argv("good.png", "--region", "middle"), 2, "invalid choice: 'middle'"),

@@ -81,3 +81,17 @@ def test_a_batch_edit_job_takes_tries(tiny_model, tmp_path):
     run_batch(jobs, tmp_path / "out", tiny_model)
     report = json.loads((tmp_path / "out" / "e.json").read_text())
     assert [t["seed"] for t in report["tries"]] == [3, 4]  # the tiny model draws noise: both rejected
+
+
+def test_auto_tries_only_where_the_oracle_judges():
+    """``tries="auto"``: 3 draws when the shapes-64 oracle reads the target caption and pictures of
+    this size, else 1 (free captions, a CLIP judge, or a picture the oracle cannot read)."""
+    from retouch.edit.tries import AUTO_TRIES, resolve_tries
+
+    canonical, picture = "a large green circle on a blue background", np.zeros((64, 64, 3), np.uint8)
+    assert resolve_tries("auto", None, canonical, picture) == AUTO_TRIES == 3
+    assert resolve_tries("auto", "oracle", canonical, picture) == 3
+    assert resolve_tries("auto", "/models/clip", canonical, picture) == 1
+    assert resolve_tries("auto", None, "a photo of a cat wearing a hat", picture) == 1
+    assert resolve_tries("auto", None, canonical, np.zeros((32, 32, 3), np.uint8)) == 1
+    assert resolve_tries(2, "/models/clip", "a photo of a cat", picture) == 2

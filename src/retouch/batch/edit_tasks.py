@@ -32,7 +32,7 @@ EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "guidance_scale": (int, float),
     "scheduler": str,
     "judge": str,  # for strength "auto" and tries: "oracle" or a CLIP model folder
-    "tries": int,  # seeds tried while the judge rejects the edit (recipes record the one kept: 1)
+    "tries": (int, str),  # seeds tried while the judge rejects the edit, or "auto" (recipes: the one kept, 1)
     "classifier": str,
     "llm_url": str,
     "output": str,  # which file of the edit the job returns as {id}.png: image (all three), mask or layer
@@ -72,7 +72,7 @@ def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         guidance_scale=job.get("guidance_scale"),
         scheduler=get(job, "scheduler", DEFAULT_SCHEDULER),
         judge=job.get("judge"),
-        tries=get(job, "tries", 1),
+        tries=get(job, "tries", 1 if "image_sha256" in job else "auto"),  # a recipe written before "tries": 1
         classifier=get(job, "classifier", "rules"),
         llm_url=job.get("llm_url"),
         progress=ctx.progress,

@@ -28,6 +28,16 @@ def strength_value(text: str) -> float | str:
     return value
 
 
+def tries_value(text: str) -> int | str:
+    """``--tries``: a whole number or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tries must be a whole number or 'auto', got {text!r}") from None
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from retouch.edit.api import (
         DEFAULT_SCHEDULER,
@@ -69,11 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--tries",
-        type=int,
-        default=1,
-        metavar="N",
+        type=tries_value,
+        default="auto",
+        metavar="N|auto",
         help="draw again from the next seed while --judge rejects the edit, at most N times; the seed "
-        "kept is recorded (default: 1, no judging)",
+        "kept is recorded (default: auto, 3 when the oracle of an installed world judges the target "
+        "caption, else 1)",
     )
     parser.add_argument(
         "--classifier", choices=("rules", "llm"), default="rules", help="region classifier (default: rules)"

@@ -53,7 +53,7 @@ from retouch.edit.region_pipeline import (
 from retouch.edit.result import OUTPUTS, EditResult, json_safe_metrics
 from retouch.edit.sdedit import sdedit
 from retouch.edit.strength import Judge, search_strength
-from retouch.edit.tries import best_of
+from retouch.edit.tries import best_of, resolve_tries
 from retouch.errors import RetouchError
 from retouch.io.convert import InputImage, pad_to_multiple
 from retouch.io.hashing import pixels_sha256
@@ -122,7 +122,7 @@ def edit(
     llm_url: str | None = None,
     mask_config: masks.MaskConfig | None = None,
     feather: int = DEFAULT_FEATHER_PX,
-    tries: int = 1,
+    tries: int | Literal["auto"] = "auto",
     progress: bool = False,
 ) -> EditResult:
     """Edit ``image`` from ``source_prompt`` (what it shows) to ``target_prompt`` (what is wanted).
@@ -138,7 +138,8 @@ def edit(
         classifier: ``rules`` (caption diff) or ``llm`` (an OpenAI-compatible endpoint at ``llm_url``).
         mask_config: the automatic mask's settings (``MaskConfig()`` when None).
         feather: pixels over which the composite fades from the edit to the input outside the mask.
-        tries: at most this many seeds, the next while ``judge`` rejects the edit (``edit.tries``).
+        tries: at most this many seeds, the next while ``judge`` rejects the edit (``edit.tries``);
+            ``"auto"``: 3 when a world's oracle judges the target caption, else 1.
 
     Raises:
         RetouchError: bad input, identical captions, or a region that cannot be decided.
@@ -150,6 +151,7 @@ def edit(
     check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask, guidance_scale, tries)
     check_edit_text(target_prompt, judge, mask, region)
     source_input = read_image(image)
+    tries = resolve_tries(tries, judge, target_prompt, np.asarray(source_input.image))
     job = EditJob(
         pipe=loaded.pipe,
         source=np.asarray(source_input.image),  # (H, W, 3) uint8
@@ -347,6 +349,7 @@ def edit_recipe(
         "mask": str(Path(mask).resolve()) if isinstance(mask, str | os.PathLike) else None,
         "strength": strength,
         "seed": job.seed,
+        "tries": 1,  # the seed kept: a replay draws that one edit, whatever the tries were
         "steps": job.steps,
         "guidance_scale": job.guidance_scale,
         "scheduler": job.scheduler,

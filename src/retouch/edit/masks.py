@@ -28,7 +28,7 @@ from retouch.io.images import load_image
 
 @dataclass(frozen=True)
 class MaskConfig:
-    num_draws: int = 10  # noise draws averaged (DiffEdit's n), batched into one UNet call
+    num_draws: int = 4  # noise draws averaged (DiffEdit's n), batched into one UNet call; 4 masks as well as 10
     noise_level: float = 0.5  # DiffEdit's encoding ratio r: the map is taken at t = r * T
     clip_quantile: float = 0.99  # values above this quantile are clipped before rescaling to [0, 1]
     smooth_sigma: float = 1.0  # Gaussian smoothing of the map, in latent pixels

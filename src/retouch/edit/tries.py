@@ -13,10 +13,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from retouch.core.seeding import MAX_SEED
+from retouch.core.world import world_for
 from retouch.errors import RetouchError
 
 MAX_TRIES = 16
+# ``tries="auto"``: this many when a world's oracle judges the captions (it reads the picture back
+# exactly, so a rejected draw is a real miss), else 1: a CLIP judge is too unsure to spend draws on.
+AUTO_TRIES = 3
 Result = TypeVar("Result")
 
 
@@ -30,9 +36,23 @@ class Try:
         return asdict(self)
 
 
-def check_tries(tries: int) -> None:
+def check_tries(tries: int | str) -> None:
+    if tries == "auto":
+        return
     if isinstance(tries, bool) or not isinstance(tries, int) or not 1 <= tries <= MAX_TRIES:
-        raise RetouchError(f"tries must be a whole number from 1 to {MAX_TRIES}, got {tries!r}")
+        raise RetouchError(f"tries must be a whole number from 1 to {MAX_TRIES} or 'auto', got {tries!r}")
+
+
+def resolve_tries(tries: int | str, judge: Any, target_prompt: str, picture: np.ndarray) -> int:
+    """``tries`` itself, or for ``"auto"``: ``AUTO_TRIES`` when the oracle judges (no judge named,
+    or ``"oracle"``, and an installed world reads the target caption and pictures like ``picture``),
+    else 1."""
+    if tries != "auto":
+        return int(tries)
+    if not (judge is None or (isinstance(judge, str) and judge == "oracle")):
+        return 1
+    world = world_for([target_prompt])
+    return AUTO_TRIES if world is not None and world.match(picture, target_prompt) is not None else 1
 
 
 def best_of(
