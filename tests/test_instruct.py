@@ -321,3 +321,21 @@ def test_grammar_names_no_edit_when_the_spec_says_so():
     assert grammar.instruction_captions("turn the circle into a square", scene_.caption()) == (
         scene_.caption(), "a small red square on a blue background")
     assert grammar.instruction_captions("make it pastel", "not a caption") is None
+
+
+def test_cli_train_instruct_on_the_world(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import retouch.train.data
+
+    monkeypatch.setattr(retouch.train.data, "registered_sources",
+                        lambda: {"shapes64-instructions": grammar.Shapes64Instructions})
+    out = tmp_path / "run"
+    argv = ["train", "instruct", "--base", str(tiny_model_dir), "--output", str(out), "--data",
+            "shapes64-instructions", "--steps", "2", "--batch-size", "2", "--num-triplets", "4", "--quiet", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["recipe"]["steps"] == 2
+    tokenizer = load_model(str(out), device="cpu").pipe.tokenizer
+    assert all(len(tokenizer.tokenize(word)) == 1 for word in ("bigger", "replace", "pastel", "triangle"))
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    other = ["train", "instruct", "--base", str(tiny_model_dir), "--output", str(tmp_path / "other"), "--data",
+             "nothing", "--steps", "2", "--quiet"]
+    assert main(other) == 2 and "nothing" in capsys.readouterr().err

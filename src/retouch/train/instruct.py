@@ -210,8 +210,9 @@ class InstructTrainer(Trainer):
         c, path = self.config, self.work / "triplets.safetensors"
         if self.accelerator.is_main_process and not path.exists():
             rng, chunks, texts = np.random.default_rng([c.seed, 7]), {"inputs": [], "targets": [], "regions": []}, []
-            for _ in tqdm(range(0, c.num_triplets, 256), desc="encode", disable=self.quiet):
-                sources, instructions, edited, regions = source.sample_triplets(rng, 256)
+            chunk = min(256, c.num_triplets)
+            for _ in tqdm(range(0, c.num_triplets, chunk), desc="encode", disable=self.quiet):
+                sources, instructions, edited, regions = source.sample_triplets(rng, chunk)
                 chunks["inputs"].append(vae.encode(pixels_to_tensor(sources)).latent_dist.mode())
                 chunks["targets"].append(vae.encode(pixels_to_tensor(edited)).latent_dist.mean)
                 size = chunks["inputs"][-1].shape[-1]
