@@ -26,6 +26,7 @@ from retouch.train.instruct import (
     InstructConfig,
     InstructTrainer,
     conditioning_dropout,
+    export_checkpoint,
     extend_tokenizer,
     resize_token_embeddings,
     widen_conv_in,
@@ -288,6 +289,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_model_dir, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "split", tiny_model_dir, crash_at=3)
     assert (tmp_path / "split" / "work" / "checkpoints" / "instruct" / "step-2").is_dir()
+    early = load_model(str(export_checkpoint(tmp_path / "split", tmp_path / "early", log=lambda m: None)), "cpu")
+    assert early.pipe.unet.config.in_channels == 8
     split = _train(tmp_path / "split", tiny_model_dir)
     a, b = load_file(whole / "work" / "instruct.safetensors"), load_file(split / "work" / "instruct.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -339,3 +342,21 @@ def test_cli_train_instruct_on_the_world(tiny_model_dir, tmp_path, monkeypatch, 
     other = ["train", "instruct", "--base", str(tiny_model_dir), "--output", str(tmp_path / "other"), "--data",
              "nothing", "--steps", "2", "--quiet"]
     assert main(other) == 2 and "nothing" in capsys.readouterr().err
+
+
+def test_instruct_sweep_plots_directional_against_image_similarity(instruct_dir, image_path, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["evaluate", "--instruct-sweep", "--image", str(image_path), "--instruction", INSTRUCTION,
+            "--image-guidance-scales", "1.0,2.2", "--steps", "2", "--model", str(instruct_dir), "--out", str(out),
+            "--quiet"]
+    captions = ["--source", "a small red square on a blue background",
+                "--target", "a small green square on a blue background"]
+    assert main([*args, *captions]) == 0
+    rows = json.loads((out / "instruct_sweep.json").read_text())["rows"]
+    assert [row["image_guidance_scale"] for row in rows] == [1.0, 2.2]
+    assert all(-1 <= row["directional_similarity"] <= 1 and -1 <= row["image_similarity"] <= 1 for row in rows)
+    assert rows[0]["image_similarity"] != rows[1]["image_similarity"]
+    assert (out / "instruct_image_guidance.png").is_file() and (out / "instruct_2.20.png").is_file()
+    assert main([*args, *captions[:2]]) == 2 and "--target" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # below 1: argparse refuses it
+        main([*args[:7], "0.5", *args[8:]])

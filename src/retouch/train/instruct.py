@@ -39,7 +39,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from retouch.io.locks import lock_folder
 from retouch.models.loading import LoadedModel, load_model
-from retouch.train.checkpoint import TRAIN_LOCK
+from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint
 from retouch.train.ldm import (
     Log,
     Trainer,
@@ -311,23 +311,52 @@ class InstructTrainer(Trainer):
         return per_cell.mean()
 
     def export_instruct(
-        self, base: LoadedModel, tokenizer: CLIPTokenizer, unet: UNet2DConditionModel, text_encoder: CLIPTextModel
+        self,
+        base: LoadedModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        text_encoder: CLIPTextModel,
+        output: Path | None = None,
     ) -> Path:
+        """The diffusers folder, its recipe, recommended settings and training curves, in
+        ``output`` (default: the run's folder)."""
+        output = output or self.output_dir
         if self.accelerator.is_main_process:
             pipe = StableDiffusionInstructPix2PixPipeline(
                 vae=base.pipe.vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                 scheduler=base.pipe.scheduler, safety_checker=None, feature_extractor=None,
                 requires_safety_checker=False,
             )
-            pipe.save_pretrained(self.output_dir, safe_serialization=True)
-            (self.output_dir / "recipe.json").write_text(self.config.to_json())
+            pipe.save_pretrained(output, safe_serialization=True)
+            (output / "recipe.json").write_text(self.config.to_json())
             c = self.config
             defaults = {"guidance_scale": c.guidance_scale, "image_guidance_scale": c.image_guidance_scale,
                         "steps": c.inference_steps}
-            (self.output_dir / "retouch.json").write_text(json.dumps(defaults, indent=2) + "\n")
-            plot_curves(self.work, self.output_dir / "training_curves.png")
+            (output / "retouch.json").write_text(json.dumps(defaults, indent=2) + "\n")
+            plot_curves(self.work, output / "training_curves.png")
         self.accelerator.wait_for_everyone()
-        return self.output_dir
+        return output
+
+
+def export_checkpoint(run: str | Path, output: str | Path, log: Log = print) -> Path:
+    """A model from the newest checkpoint of the run in ``run`` (its EMA weights), written to
+    ``output``: for a run stopped early, or one still training."""
+    run = Path(run)
+    trainer = InstructTrainer(InstructConfig.from_json(run / "work" / "recipe.json"), run, log=log, quiet=True)
+    found = load_checkpoint(run / "work" / "checkpoints" / "instruct")
+    if found is None:
+        raise ValueError(f"{run} holds no instruct checkpoint yet")
+    step, weights, state = found
+    base = load_model(trainer.config.base, device="cpu")
+    tokenizer = CLIPTokenizer.from_pretrained(run / "work" / "tokenizer")
+    unet, text_encoder = trainer.instruct_models(base, tokenizer)
+    load_pair(weights, unet, text_encoder)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    ema = EMAModel(params, decay=trainer.config.ema_decay, use_ema_warmup=True, power=3 / 4)
+    ema.load_state_dict(state["ema"])
+    ema.copy_to(params)
+    log(f"exporting step {step} of {trainer.config.steps} (EMA weights) to {output}")
+    return trainer.export_instruct(base, tokenizer, unet, text_encoder, Path(output))
 
 
 def train_instruct_model(
@@ -345,6 +374,6 @@ def train_instruct_model(
 
 
 __all__ = [
-    "InstructConfig", "InstructTrainer", "conditioning_dropout", "extend_tokenizer", "resize_token_embeddings",
-    "train_instruct_model", "widen_conv_in",
+    "InstructConfig", "InstructTrainer", "conditioning_dropout", "export_checkpoint", "extend_tokenizer",
+    "resize_token_embeddings", "train_instruct_model", "widen_conv_in",
 ]
