@@ -360,3 +360,15 @@ def test_instruct_sweep_plots_directional_against_image_similarity(instruct_dir,
     assert main([*args, *captions[:2]]) == 2 and "--target" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # below 1: argparse refuses it
         main([*args[:7], "0.5", *args[8:]])
+
+
+def test_bundled_instruct_model_is_the_default(image_path, tmp_path):
+    from retouch.models.loading import DEFAULT_INSTRUCT_MODEL
+
+    model = load_model(DEFAULT_INSTRUCT_MODEL, "cpu")
+    assert model.source == "bundled" and model.pipe.unet.config.in_channels == 8
+    assert model.defaults["image_guidance_scale"] == 1.5
+    out = tmp_path / "o.png"
+    assert main(["instruct", str(image_path), "make the square green", "--output", str(out), "--steps", "2",
+                 "--seed", "0", "--quiet"]) == 0
+    assert read_recipe(out)["model"] == DEFAULT_INSTRUCT_MODEL
