@@ -22,6 +22,7 @@ from retouch.worlds import shapes64
 SPLIT_SEEDS: dict[str, dict[str, int]] = {
     "edit": {"dev": 0, "test": 1_000_000},
     "imagic": {"dev": 0, "test": 1_000_000},
+    "instruct": {"dev": 0, "test": 1_000_000},
     "steer": {"dev": 2000, "test": 5000},
 }
 PLACE_TOLERANCE_PX = 4.0

@@ -17,6 +17,7 @@ from retouch.edit.api import (
     OUTPUTS,
     edit,
 )
+from retouch.edit.result import EditResult
 from retouch.errors import RetouchError
 
 EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -47,9 +48,7 @@ EDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
 def check_edit_job(job: dict[str, Any]) -> None:
     check_fields(job, "edit", EDIT_FIELDS)
     check_required(job, "edit", ("image", "source", "target"))
-    output = get(job, "output", "image")
-    if output not in OUTPUTS:
-        raise RetouchError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    check_output(job)
 
 
 def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
@@ -77,8 +76,21 @@ def edit_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         llm_url=job.get("llm_url"),
         progress=ctx.progress,
     )
+    return edit_output(result, output)
+
+
+def check_output(job: dict[str, Any]) -> None:
+    """``"output"``, which file of an edit a job returns as its picture, must name one."""
+    output = get(job, "output", "image")
+    if output not in OUTPUTS:
+        raise RetouchError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}")
+
+
+def edit_output(result: EditResult, output: str) -> TaskOutput:
+    """The edit, its mask and its layer as a task's pictures; ``output`` other than ``"image"``
+    (a replay of the mask or layer file): that file alone."""
     files = result.files()
-    if output != "image":  # a replay of the mask or layer file: that file alone
+    if output != "image":
         picture, recipe = files[f".{output}"]
         return TaskOutput([picture], [recipe], recipe, result.report)
     return TaskOutput(

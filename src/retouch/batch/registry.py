@@ -148,6 +148,7 @@ def default_registry() -> TaskRegistry:
     """A registry holding every built-in task. New tasks are added here."""
     from retouch.batch.edit_tasks import check_edit_job, edit_task
     from retouch.batch.imagic_tasks import check_imagic_job, imagic_task
+    from retouch.batch.instruct_tasks import check_instruct_job, instruct_task
     from retouch.batch.steer_tasks import check_interpolate_job, check_style_job, interpolate_task, style_task
     from retouch.batch.tasks import check_generate_job, generate_task
 
@@ -157,4 +158,5 @@ def default_registry() -> TaskRegistry:
     registry.register("interpolate", interpolate_task, check=check_interpolate_job)
     registry.register("edit", edit_task, check=check_edit_job)
     registry.register("imagic", imagic_task, check=check_imagic_job)
+    registry.register("instruct", instruct_task, check=check_instruct_job)
     return registry

@@ -30,7 +30,7 @@ from retouch.io.atomic import atomic_write_json, check_writable, remove_stale_te
 from retouch.io.locks import FileLock
 from retouch.io.png import save_png
 from retouch.metrics.report import json_safe
-from retouch.models.loading import DEFAULT_MODEL, LoadedModel, load_model
+from retouch.models.loading import DEFAULT_INSTRUCT_MODEL, DEFAULT_MODEL, LoadedModel, load_model
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -158,7 +158,7 @@ def error_path(out_dir: Path, job_id: str) -> Path:
 def run_batch(
     jobs_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    model: str | LoadedModel = DEFAULT_MODEL,
+    model: str | LoadedModel | None = None,
     *,
     device: str | None = None,
     dtype: str | None = None,
@@ -170,7 +170,8 @@ def run_batch(
     """Run every unfinished job of ``jobs_path`` into ``out_dir``.
 
     Args:
-        model: loaded once, and only when some job of this process is unfinished.
+        model: loaded once, and only when some job of this process is unfinished; None: the
+            bundled instruct model when every job is an ``instruct`` job, else the default model.
         registry: the tasks jobs may name; ``default_registry()`` when None.
         state: accelerate's ``PartialState`` under ``accelerate launch``: process ``i`` of ``n``
             runs jobs ``i, i + n, ...`` and every process returns the summary of all jobs.
@@ -179,6 +180,7 @@ def run_batch(
     registry = registry or default_registry()
     process_index, num_processes = (state.process_index, state.num_processes) if state else (0, 1)
     jobs = read_jobs(jobs_path)
+    model = default_model(jobs) if model is None else model
     check_writable(out_dir)
     started = time.time()
     folder_lock = join_folder(out_dir, clean=process_index == 0)
@@ -214,6 +216,13 @@ def run_batch(
 
         results = gather_object(results)
     return BatchSummary(sorted(results, key=lambda result: result.line))
+
+
+def default_model(jobs: list[Job]) -> str:
+    """The bundled instruct model for a batch of ``instruct`` jobs alone (recipes included), else
+    the bundled default model."""
+    tasks = {job.recipe.get("task") for job in jobs if job.recipe is not None}
+    return DEFAULT_INSTRUCT_MODEL if tasks == {"instruct"} else DEFAULT_MODEL
 
 
 def join_folder(out_dir: Path, clean: bool) -> FileLock:

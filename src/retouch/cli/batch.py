@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("jobs", type=Path, help="JSONL file, one job per line")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    add_model_arguments(parser)
+    add_model_arguments(parser, default=None)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser

@@ -5,6 +5,7 @@
         [--target TEXT] --clip DIR [--dino DIR] --out REPORT/      (PIE-Bench's metrics)
     retouch evaluate --imagic-report OUT.json --out REPORT/
     retouch evaluate --sdedit-sweep --image IN.png --source TEXT --target TEXT --out REPORT/
+    retouch evaluate --instruct-sweep --image IN.png --instruction TEXT [--source TEXT --target TEXT] --out REPORT/
 """
 
 from __future__ import annotations
@@ -15,21 +16,33 @@ from typing import TYPE_CHECKING
 
 from retouch.cli.common import add_global_flags, add_model_arguments, emit
 from retouch.errors import RetouchError
+from retouch.models.loading import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from retouch.metrics.evaluate import Evaluation
 
 DEFAULT_STRENGTHS = "0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
+DEFAULT_IMAGE_SCALES = "1.0,1.2,1.4,1.6,1.8,2.0,2.2"
 
 
-def strengths_value(text: str) -> list[float]:
+def comma_numbers(text: str, low: float, high: float, what: str, low_open: bool = False) -> list[float]:
+    """``"0.2,0.5"`` -> [0.2, 0.5], each in [low, high] (``(low, high]`` with ``low_open``)."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-    if not values or not all(0 < v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"strengths must lie in (0, 1], got {text!r}")
+    if not values or not all((low < v if low_open else low <= v) and v <= high for v in values):
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise argparse.ArgumentTypeError(f"{what} must lie in {span}, got {text!r}")
     return values
+
+
+def strengths_value(text: str) -> list[float]:
+    return comma_numbers(text, 0, 1, "strengths", low_open=True)
+
+
+def scales_value(text: str) -> list[float]:
+    return comma_numbers(text, 1, 50, "image guidance scales")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,6 +59,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     mode.add_argument("--imagic-report", type=Path, metavar="OUT.json", help="plot an Imagic eta sweep")
     mode.add_argument("--sdedit-sweep", action="store_true", help="run SDEdit at several strengths and plot")
+    mode.add_argument(
+        "--instruct-sweep",
+        action="store_true",
+        help="run InstructPix2Pix at several image guidance scales and plot CLIP directional against image "
+        "similarity (the paper's figure; --image, --instruction, and --source/--target captions)",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where tables and plots go")
     parser.add_argument(
         "--references", type=Path, metavar="DIR", help="inputs/originals, matched by file name (--pie: or one file)"
@@ -94,8 +113,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"comma-separated (default: {DEFAULT_STRENGTHS})",
     )
     sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--steps", type=int, default=25)
-    add_model_arguments(parser)
+    sweep.add_argument("--steps", type=int, default=None, help="(default: 25; --instruct-sweep: the model's)")
+    sweep.add_argument("--instruction", metavar="TEXT", help="--instruct-sweep: what to change")
+    sweep.add_argument(
+        "--image-guidance-scales",
+        type=scales_value,
+        default=scales_value(DEFAULT_IMAGE_SCALES),
+        help=f"--instruct-sweep: comma-separated, each >= 1 (default: {DEFAULT_IMAGE_SCALES})",
+    )
+    add_model_arguments(parser, default=None)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -119,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.imagic_report:
         scorers = load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
         evaluation = evaluate_imagic_report(args.imagic_report, scorers)
+    elif args.instruct_sweep:
+        evaluation = run_instruct_sweep(args, device)
     else:
         evaluation = run_sdedit_sweep(args, device)
     report(args, evaluation, [f"{key}: {value}" for key, value in evaluation.headline.items()])
@@ -168,7 +196,26 @@ def run_sdedit_sweep(args: argparse.Namespace, device: str) -> Evaluation:
         if getattr(args, name) is None:
             raise RetouchError(f"--sdedit-sweep needs --{name}")
     scorers = load_scorers(args.clip, args.lpips_weights, device=device, want=("clip", "lpips"))
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_model(args.model or DEFAULT_MODEL, args.device, args.dtype, args.config)
     return sdedit_sweep(
-        model, args.image, args.source, args.target, args.strengths, scorers, seed=args.seed, steps=args.steps
+        model, args.image, args.source, args.target, args.strengths, scorers, seed=args.seed, steps=args.steps or 25
+    )
+
+
+def run_instruct_sweep(args: argparse.Namespace, device: str) -> Evaluation:
+    """Check the sweep's arguments, load the instruct model (default: the bundled one) and CLIP, run it."""
+    from retouch.edit.sweep import instruct_sweep
+    from retouch.metrics.evaluate import load_scorers
+    from retouch.models.loading import DEFAULT_INSTRUCT_MODEL, load_model
+
+    for name in ("image", "instruction"):
+        if getattr(args, name) is None:
+            raise RetouchError(f"--instruct-sweep needs --{name}")
+    if (args.source is None) != (args.target is None):
+        raise RetouchError("--instruct-sweep: pass both --source and --target (captions before and after), or neither")
+    scorers = load_scorers(args.clip, None, device=device, want=("clip",))
+    model = load_model(args.model or DEFAULT_INSTRUCT_MODEL, args.device, args.dtype, args.config)
+    return instruct_sweep(
+        model, args.image, args.instruction, args.image_guidance_scales, scorers, source=args.source,
+        target=args.target, seed=args.seed, steps=args.steps,
     )

@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--num-latents", type=int, help="how many pictures to pre-encode")
     add_global_flags(model)
     model.set_defaults(run=run)
+    add_instruct_parser(kinds)
     clip = kinds.add_parser(
         "clip",
         help="a small CLIP (image and text towers) on shapes-64, the judge and metric model",
@@ -52,12 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def check_output_folder(output: Path) -> None:
-    """A training run writes a folder: refuse a path that is a file, before any work."""
-    if output.exists() and not output.is_dir():
-        raise RetouchError(f"--output {output} is a file, not a folder; give a new or existing folder")
-
-
 def run_clip(args: argparse.Namespace) -> int:
     from retouch.train.clip import ClipTrainConfig, train_clip
 
@@ -68,7 +63,7 @@ def run_clip(args: argparse.Namespace) -> int:
     }
     config = ClipTrainConfig(**overrides)
     config.check()
-    check_output_folder(Path(args.output))
+    check_output_folder(Path(args.output), args.resume)
     try:
         result = train_clip(
             config, args.output, args.resume, args.device, log=lambda m: None if args.json or args.quiet else print(m)
@@ -84,8 +79,6 @@ def run_clip(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retouch.io.locks import folder_busy
-    from retouch.train.checkpoint import TRAIN_LOCK
     from retouch.train.ldm import LDMConfig, train_ldm_model
 
     try:
@@ -99,14 +92,7 @@ def run(args: argparse.Namespace) -> int:
     }
     config = replace(config, **overrides)
     config.check()
-    output = Path(args.output)
-    check_output_folder(output)
-    if busy := folder_busy(output, TRAIN_LOCK, "retouch train"):
-        raise RetouchError(busy)
-    if (output / "work").exists() and not args.resume:
-        raise RetouchError(
-            f"{output} already holds a training run: pass --resume to continue it, or pick another --output"
-        )
+    output = check_output_folder(Path(args.output), args.resume)
     try:
         folder = train_ldm_model(config, output, quiet=args.quiet, log=lambda m: None if args.json else print(m))
     except (FileNotFoundError, ValueError) as err:
@@ -114,3 +100,65 @@ def run(args: argparse.Namespace) -> int:
     emit(args, {"model": str(folder), "recipe": json.loads(config.to_json())},
          [f"model written to {folder} (load it with --model {folder})"])
     return 0
+
+
+def add_instruct_parser(kinds: argparse._SubParsersAction) -> None:
+    """``retouch train instruct``: a text-to-image model fine-tuned into an InstructPix2Pix model."""
+    instruct = kinds.add_parser(
+        "instruct",
+        help="fine-tune a model into an instruct model (InstructPix2Pix)",
+        description="Fine-tune a text-to-image model into an InstructPix2Pix model as the paper's training "
+        "script does: conv_in widened to 8 channels (new weights zero), conditioning dropout of the text, the "
+        "picture and both, EMA; the tokenizer gains the instructions' words. Writes a diffusers folder "
+        "(StableDiffusionInstructPix2PixPipeline). Runs on one process or many with `accelerate launch -m "
+        "retouch train instruct ...`.",
+    )
+    instruct.add_argument("--recipe", help="JSON recipe (fields of retouch.train.instruct.InstructConfig)")
+    instruct.add_argument("--base", help="the text-to-image model to start from (default: shapes-64)")
+    instruct.add_argument("--output", required=True, help="output folder (diffusers format)")
+    instruct.add_argument("--data", help="instruction triplets (default: shapes64-instructions)")
+    instruct.add_argument("--resume", action="store_true", help="continue a run in --output from its checkpoint")
+    instruct.add_argument("--steps", type=int)
+    instruct.add_argument("--batch-size", type=int)
+    instruct.add_argument("--num-triplets", type=int, help="how many triplets to pre-encode")
+    instruct.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps")
+    add_global_flags(instruct)
+    instruct.set_defaults(run=run_instruct)
+
+
+def run_instruct(args: argparse.Namespace) -> int:
+    from retouch.train.instruct import InstructConfig, train_instruct_model
+
+    try:
+        config = InstructConfig.from_json(args.recipe) if args.recipe else InstructConfig()
+    except (OSError, ValueError, TypeError) as err:
+        raise RetouchError(f"cannot read the recipe {args.recipe}: {err}") from err
+    names = ("base", "data", "steps", "batch_size", "num_triplets", "checkpoint_every")
+    config = replace(config, **{k: getattr(args, k) for k in names if getattr(args, k) is not None})
+    output = check_output_folder(Path(args.output), args.resume)
+    try:
+        folder = train_instruct_model(
+            config, output, quiet=args.quiet, log=lambda m: None if args.json else print(m)
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise RetouchError(str(err)) from err
+    emit(args, {"model": str(folder), "recipe": json.loads(config.to_json())},
+         [f"instruct model written to {folder} (use it with retouch instruct --model {folder})"])
+    return 0
+
+
+def check_output_folder(output: Path, resume: bool) -> Path:
+    """Refuse a path that is a file, a folder another trainer holds, or one holding a run when
+    --resume is not given; all before any work."""
+    from retouch.io.locks import folder_busy
+    from retouch.train.checkpoint import TRAIN_LOCK
+
+    if output.exists() and not output.is_dir():
+        raise RetouchError(f"--output {output} is a file, not a folder; give a new or existing folder")
+    if busy := folder_busy(output, TRAIN_LOCK, "retouch train"):
+        raise RetouchError(busy)
+    if (output / "work").exists() and not resume:
+        raise RetouchError(
+            f"{output} already holds a training run: pass --resume to continue it, or pick another --output"
+        )
+    return output

@@ -52,6 +52,8 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "width": Limit(1, MAX_SIDE, integer=True),
         "height": Limit(1, MAX_SIDE, integer=True),
         "guidance_scale": Limit(0, 50),  # A1111's slider stops at 30
+        "image_guidance_scale": Limit(1, 50),  # InstructPix2Pix needs at least 1
+        "feather": Limit(0, 64, integer=True),  # px over which a composite fades to the input
         "strength": Limit(0, 1, low_open=True),  # img2img: the share of the schedule re-run
         "eta": Limit(0, 2),  # Imagic's interpolation weight (the paper's grid ends at 1.6)
         "amount": Limit(-10, 10),  # style theta; pictures break down outside [-1, 2] already

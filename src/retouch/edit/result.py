@@ -66,7 +66,7 @@ class EditResult:
     def save(self, path: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``PATH.png``, ``PATH.mask.png``, ``PATH.layer.png`` (each with its recipe) and the
         report ``PATH.json``, atomically; refuses to write over the input image or mask."""
-        targets = output_paths(path, (self.recipe["image"], self.recipe["mask"]))
+        targets = output_paths(path, (self.recipe["image"], self.recipe.get("mask")))
         for suffix, (picture, recipe) in self.files().items():
             save_png(picture, targets[suffix], recipe)
         atomic_write_json(targets[".json"], self.report)

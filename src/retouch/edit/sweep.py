@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from retouch.edit.api import edit
+from retouch.edit.instruct import instruct
 from retouch.io.images import load_image
 from retouch.metrics.evaluate import Evaluation, Scorers, reference_metrics, sweep_series
 from retouch.metrics.oracle import oracle_match
@@ -72,5 +73,69 @@ def score_edit(
         similarity = scorers.clip.similarity([picture], [target, source])[0]
         row["clip_score"], row["clip_margin"] = float(similarity[0]), float(similarity[0] - similarity[1])
     if (match := oracle_match(picture, target)) is not None:
+        row["oracle_target"] = match["all"]
+    return row
+
+
+INSTRUCT_SERIES = [
+    ("directional_similarity", "edit: CLIP directional similarity"),
+    ("image_similarity", "faithful: CLIP image similarity"),
+    ("oracle_target", "edit: oracle reads target"),
+]
+
+
+def instruct_sweep(
+    model: LoadedModel,
+    image: str | os.PathLike[str],
+    instruction: str,
+    image_guidance_scales: Sequence[float],
+    scorers: Scorers,
+    source: str | None = None,
+    target: str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+) -> Evaluation:
+    """InstructPix2Pix at each image guidance scale (text guidance fixed), the paper's figure:
+    CLIP image similarity of output and input (faithfulness) and, given captions of the input
+    (``source``) and of the wanted picture (``target``), CLIP directional similarity, the cosine
+    between the change of the image embedding and the change of the caption embedding (the edit).
+    Its ``save`` writes each scale's picture as ``instruct_S.SS.png``, the tables and
+    ``instruct_image_guidance.png``."""
+    pixels = np.asarray(load_image(image))
+    rows, pictures = [], {}
+    for scale in image_guidance_scales:
+        result = instruct(
+            model, image, instruction, image_guidance_scale=float(scale), seed=seed, steps=steps,
+            guidance_scale=guidance_scale,
+        )
+        scores = clip_directions(np.asarray(result.image), pixels, source, target, scorers)
+        row = {"image_guidance_scale": float(scale), **scores}
+        rows.append(row)
+        pictures[f"instruct_{row['image_guidance_scale']:.2f}.png"] = (result.image, result.recipe)
+    curves = Curves(
+        x=list(image_guidance_scales),
+        series=sweep_series(rows, INSTRUCT_SERIES),
+        file_name="instruct_image_guidance.png",
+        xlabel="image guidance scale",
+        title=f"InstructPix2Pix: {instruction}",
+    )
+    return Evaluation(rows, {}, list(scorers.notes), "instruct_sweep", {"scales": len(rows)}, curves, pictures)
+
+
+def clip_directions(
+    picture: np.ndarray, source_pixels: np.ndarray, source: str | None, target: str | None, scorers: Scorers
+) -> dict[str, Any]:
+    """CLIP image similarity to the input and, with both captions, directional similarity; on a
+    canonical target caption of a world, whether its oracle reads the target."""
+    row: dict[str, Any] = {}
+    if scorers.clip is not None:
+        images = scorers.clip.image_features([picture, source_pixels])
+        row["image_similarity"] = float(images[0] @ images[1])
+        if source is not None and target is not None:
+            texts = scorers.clip.text_features([target, source])
+            change, wanted = images[0] - images[1], texts[0] - texts[1]
+            row["directional_similarity"] = float(change @ wanted / (change.norm() * wanted.norm()).clamp(min=1e-8))
+    if target is not None and (match := oracle_match(picture, target)) is not None:
         row["oracle_target"] = match["all"]
     return row

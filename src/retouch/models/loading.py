@@ -19,7 +19,8 @@ from diffusers import StableDiffusionPipeline
 from retouch.errors import RetouchError
 
 DEFAULT_MODEL = "shapes-64"
-BUNDLED_MODELS: tuple[str, ...] = ("shapes-64",)
+DEFAULT_INSTRUCT_MODEL = "shapes-64-instruct"  # ``instruct``'s default: shapes-64 fine-tuned on instructions
+BUNDLED_MODELS: tuple[str, ...] = ("shapes-64", DEFAULT_INSTRUCT_MODEL)
 SINGLE_FILE_SUFFIXES: tuple[str, ...] = (".safetensors",)
 PICKLE_SUFFIXES: tuple[str, ...] = (".ckpt", ".bin", ".pt", ".pth")
 DTYPES: dict[str, torch.dtype] = {

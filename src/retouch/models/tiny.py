@@ -61,8 +61,9 @@ def tiny_tokenizer(words: Sequence[str] = DEFAULT_WORDS, model_max_length: int =
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
-def tiny_components(seed: int = 0, sample_size: int = 16) -> dict[str, Any]:
-    """The components of a tiny random StableDiffusionPipeline making ``2 * sample_size`` pixel images.
+def tiny_components(seed: int = 0, sample_size: int = 16, in_channels: int = 4) -> dict[str, Any]:
+    """The components of a tiny random StableDiffusionPipeline making ``2 * sample_size`` pixel images
+    (``in_channels=8``: an InstructPix2Pix UNet, which also reads the input picture's latents).
 
     Block layout follows SD 1.x (cross-attention in every level but the last), at toy width.
     """
@@ -71,7 +72,7 @@ def tiny_components(seed: int = 0, sample_size: int = 16) -> dict[str, Any]:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
             sample_size=sample_size,
-            in_channels=4,
+            in_channels=in_channels,
             out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=2,
@@ -125,12 +126,14 @@ def tiny_components(seed: int = 0, sample_size: int = 16) -> dict[str, Any]:
     }
 
 
-def tiny_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionPipeline:
-    return StableDiffusionPipeline(**tiny_components(seed, sample_size), requires_safety_checker=False)
+def tiny_pipeline(seed: int = 0, sample_size: int = 16, in_channels: int = 4) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(**tiny_components(seed, sample_size, in_channels), requires_safety_checker=False)
 
 
-def save_tiny_pipeline(folder: str | os.PathLike[str], seed: int = 0, sample_size: int = 16) -> Path:
+def save_tiny_pipeline(
+    folder: str | os.PathLike[str], seed: int = 0, sample_size: int = 16, in_channels: int = 4
+) -> Path:
     """Save a tiny random pipeline as a diffusers folder (safetensors weights) and return it."""
     folder = Path(folder)
-    tiny_pipeline(seed, sample_size).save_pretrained(folder, safe_serialization=True)
+    tiny_pipeline(seed, sample_size, in_channels).save_pretrained(folder, safe_serialization=True)
     return folder

@@ -253,7 +253,7 @@ class Trainer:
             rng = self._rng("vae", step)
             images, _ = source.sample(rng, c.vae_batch_size // self.accelerator.num_processes)
             x0, y0 = rng.integers(0, source.resolution - crop + 1, 2)
-            x = _to_tensor(images[:, y0 : y0 + crop, x0 : x0 + crop])
+            x = pixels_to_tensor(images[:, y0 : y0 + crop, x0 : x0 + crop])
             recon, kl = vae(x)
             loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + c.vae_kl_weight * kl
             self.accelerator.backward(loss)
@@ -291,9 +291,9 @@ class Trainer:
                     images, texts, coverage = source.sample_with_foreground(rng, 256)
                 else:
                     images, texts = source.sample(rng, 256)
-                chunks.append(vae.encode(_to_tensor(images)).latent_dist.mean)
+                chunks.append(vae.encode(pixels_to_tensor(images)).latent_dist.mean)
                 if with_foreground:
-                    masks.append(_latent_mask(torch.from_numpy(coverage), chunks[-1].shape[-1]))
+                    masks.append(latent_mask(torch.from_numpy(coverage), chunks[-1].shape[-1]))
                 captions += texts
             latents = torch.cat(chunks)[: c.num_latents]
             scaling = 1.0 / latents.std().item()
@@ -333,7 +333,7 @@ class Trainer:
         for step in range(start, c.decoder_steps):
             per_process = c.decoder_batch_size // self.accelerator.num_processes
             images, _ = source.sample(self._rng("decoder", step), per_process)
-            x = _to_tensor(images)
+            x = pixels_to_tensor(images)
             recon = wrapped(x)
             loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
             self.accelerator.backward(loss)
@@ -400,7 +400,7 @@ class Trainer:
         unet, text_encoder = self.new_unet(latents.shape[-1]), self.new_text_encoder(tokenizer)
         final = self.work / "ldm.safetensors"
         if final.exists():
-            _load_pair(load_file(final), unet, text_encoder)
+            load_pair(load_file(final), unet, text_encoder)
             return unet, text_encoder
         noise_scheduler = self.noise_scheduler()
         params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -434,23 +434,13 @@ class Trainer:
                 snr = compute_snr(noise_scheduler, t)
                 per_sample = per_sample * min_snr_weights(snr, c.min_snr_gamma, c.prediction_type)
             loss = per_sample.mean()
-            self.accelerator.backward(loss)
-            self.accelerator.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            ema.step(params)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            self._record("ldm", {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
-            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.unet_steps:
-                models = {"unet": unet, "text_encoder": text_encoder}
-                self._checkpoint("ldm", step + 1, models, opt, sched, ema)
+            models = {"unet": unet, "text_encoder": text_encoder}
+            self.update("ldm", step, c.unet_steps, loss, params, (opt, sched, ema), models, bar)
         bar.close()
         unet, text_encoder = self.accelerator.unwrap_model(unet), self.accelerator.unwrap_model(text_encoder)
         ema.copy_to(params)
         if self.accelerator.is_main_process:
-            save_file(_pair_state(unet, text_encoder), final)
+            save_file(pair_state(unet, text_encoder), final)
         self.accelerator.wait_for_everyone()
         return unet, text_encoder
 
@@ -493,6 +483,25 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return self.output_dir
 
+    def update(
+        self, stage: str, step: int, total: int, loss: torch.Tensor, params: list, optimizers: tuple,
+        models: dict, bar: tqdm,
+    ) -> None:
+        """After a step's forward pass: backward, clip, the (optimizer, LR schedule, EMA) steps,
+        the progress bar and log, and a checkpoint every ``checkpoint_every`` steps and at the end."""
+        opt, sched, ema = optimizers
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema.step(params)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        self._record(stage, {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+        if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == total:
+            self._checkpoint(stage, step + 1, models, opt, sched, ema)
+
     # ---- checkpoints -----------------------------------------------------------------------
     def _checkpoint(self, stage: str, step: int, models: dict, opt, sched, ema: EMAModel | None = None) -> None:
         if not self.accelerator.is_main_process:
@@ -534,11 +543,14 @@ def foreground_weights(mask: torch.Tensor, share: float) -> torch.Tensor:
     return torch.where(degenerate, torch.ones_like(weights), weights)
 
 
-def _latent_mask(coverage: torch.Tensor, latent_size: int) -> torch.Tensor:
+def latent_mask(coverage: torch.Tensor, latent_size: int) -> torch.Tensor:
     """Object coverage (n, H, W) -> (n, latent_size, latent_size): each cell's covered fraction,
     grown by one cell (the VAE spreads an edge into its neighbours)."""
     cells = F.adaptive_avg_pool2d(coverage[:, None], latent_size)
     return F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0]
+
+
+_latent_mask = latent_mask  # the old name
 
 
 def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
@@ -575,18 +587,18 @@ class _Decode(torch.nn.Module):
         return self.vae.decode(z).sample
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
+def pixels_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(batch, h, w, 3) uint8 -> (batch, 3, h, w) float in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def _pair_state(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+def pair_state(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
     state = {f"unet.{k}": v.contiguous() for k, v in unet.state_dict().items()}
     state.update({f"text_encoder.{k}": v.contiguous() for k, v in text_encoder.state_dict().items()})
     return state
 
 
-def _load_pair(state: dict[str, torch.Tensor], unet: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+def load_pair(state: dict[str, torch.Tensor], unet: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
     unet.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
     text_encoder.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("text_encoder.")})
 
@@ -597,7 +609,7 @@ def vae_psnr(vae: AutoencoderKL, source: Source, n: int = 1000, seed: int = 1234
     rng, total = np.random.default_rng(seed), []
     for start in range(0, n, 100):
         images, _ = source.sample(rng, min(100, n - start))
-        recon = vae.decode(vae.encode(_to_tensor(images)).latent_dist.mean).sample
+        recon = vae.decode(vae.encode(pixels_to_tensor(images)).latent_dist.mean).sample
         pixels = ((recon.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
         mse = ((pixels - images.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
         total += list(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)))
