@@ -3,7 +3,7 @@ Python API), never a traceback, and never touches its input files.
 
 One table per surface: the CLI through ``retouch.cli.main`` (argparse's own refusals exit 2 as
 well), a few real subprocesses where the exit code itself matters, and the Python API. Every case
-fails before any denoising, so the whole file takes seconds. ``instruct`` has no command yet.
+fails before any denoising, so the whole file takes seconds.
 """
 
 from __future__ import annotations
@@ -225,6 +225,10 @@ def style_argv(*extra: str) -> list[str]:
         MODEL,
         *extra,
     ]
+
+
+def instruct_argv(image: str = "good.png", *extra: str, instruction: str = "make the background green") -> list[str]:
+    return ["instruct", image, instruction, "--output", "out/o.png", "--steps", str(STEPS), *extra]
 
 
 def batch_argv(jobs: str, *extra: str) -> list[str]:
@@ -548,6 +552,40 @@ CLI_CASES = [
     ),
     Case("style-sweep-nan", style_argv("--sweep", "0:nan:3"), 2, "the sweep's stop must be a finite number, got nan"),
     Case("style-direction-unknown", style_argv("--direction", "sideways"), 2, "invalid choice: 'sideways'"),
+    # instruct (the bundled instruct model unless --model names another)
+    Case(
+        "instruct-4-channel-model",
+        instruct_argv("good.png", "--model", MODEL),
+        2,
+        "the model is not an instruct model: its UNet takes 4 input channels",
+    ),
+    Case("instruct-empty-instruction", instruct_argv(instruction="  "), 2, "the instruction is empty"),
+    Case("instruct-image-missing", instruct_argv("nothing.png"), 2, "image not found: nothing.png"),
+    Case("instruct-image-bomb", instruct_argv("bomb.png"), 2, "the limit is 2048 pixels on a side"),
+    Case(
+        "instruct-image-guidance-nan",
+        instruct_argv("good.png", "--image-guidance-scale", "nan"),
+        2,
+        "image_guidance_scale must be a finite number, got nan",
+    ),
+    Case(
+        "instruct-steps-zero",
+        instruct_argv("good.png", "--steps", "0"),
+        2,
+        "steps must be a whole number in [1, 1000], got 0",
+    ),
+    Case(
+        "instruct-output-is-input",
+        ["instruct", "good.png", "make it red", "--output", "good.png"],
+        2,
+        "refusing to overwrite the input good.png",
+    ),
+    Case(
+        "instruct-output-not-png",
+        ["instruct", "good.png", "make it red", "--output", "out/o.jpg"],
+        2,
+        "the output must be a .png file",
+    ),
     # train
     Case("train-recipe-missing", train_argv("no-such.json"), 2, "cannot read the recipe no-such.json"),
     Case(

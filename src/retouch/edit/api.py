@@ -136,10 +136,8 @@ def edit(
         strength: img2img noise level in (0, 1], or ``"auto"``: the smallest at which ``judge`` (``"oracle"``,
             a CLIP folder, ``image -> (score, took)``; a world's oracle by default) says the edit took.
         classifier: ``rules`` (caption diff) or ``llm`` (an OpenAI-compatible endpoint at ``llm_url``).
-        mask_config: the automatic mask's settings (``MaskConfig()`` when None).
-        feather: pixels over which the composite fades from the edit to the input outside the mask.
-        tries: at most this many seeds, the next while ``judge`` rejects the edit (``edit.tries``);
-            ``"auto"``: 3 when a world's oracle judges the target caption, else 1.
+        mask_config: the automatic mask's settings. feather: px over which the edit fades into the input.
+        tries: at most this many seeds while ``judge`` rejects the edit; ``"auto"``: see ``edit.tries``.
 
     Raises:
         RetouchError: bad input, identical captions, or a region that cannot be decided.
@@ -149,7 +147,7 @@ def edit(
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "folder")
     seed, guidance_scale = random_seed() if seed is None else seed, loaded.guidance_scale(guidance_scale)
     check_edit_arguments(method, region, strength, seed, steps, classifier, llm_url, mask, guidance_scale, tries)
-    check_edit_text(target_prompt, judge, mask, region)
+    check_edit_text(target_prompt, judge, mask, region)  # an empty caption, a --judge typo
     source_input = read_image(image)
     tries = resolve_tries(tries, judge, target_prompt, np.asarray(source_input.image))
     job = EditJob(
