@@ -18,9 +18,9 @@ from retouch.version import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, after main() has quieted library logging, since they import diffusers.
-    from retouch.cli import batch, edit, evaluate, generate, imagic, interpolate, replay, serve, style, train
+    from retouch.cli import batch, concept, edit, evaluate, generate, imagic, interpolate, replay, serve, style, train
 
-    commands = [generate, replay, batch, train, interpolate, style, edit, imagic, evaluate, serve]
+    commands = [generate, replay, batch, train, concept, interpolate, style, edit, imagic, evaluate, serve]
 
     parser = argparse.ArgumentParser(
         prog="retouch", description="Text-guided image generation and editing with latent diffusion."

@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,7 +51,7 @@ class ConceptSettings:
     """What every method's training takes; each method adds its own options."""
 
     steps: int = 400  # optimizer steps
-    lr: float = 5e-3  # Adam's learning rate
+    lr: float | None = None  # Adam's learning rate (None: the method's default_lr)
     batch_size: int = 4  # pictures (with their own timestep and noise) a step
     seed: int = 0  # seeds every draw and every initialization
     checkpoint_every: int = 100  # steps between checkpoints (0: none)
@@ -65,6 +65,7 @@ class ConceptMethod(Protocol):
     """One personalization method: which weights learn, and how they are saved."""
 
     name: str  # "textual-inversion", "dreambooth", "lora" or "custom-diffusion"
+    default_lr: float  # the paper's / diffusers example's rate for SD-sized models
     uses_prior: bool  # takes prior preservation's class images
 
     def options(self) -> dict[str, Any]: ...  # the method's own settings, recorded in concept.json
@@ -131,6 +132,8 @@ def train_concept(
     """Teach ``model`` the ``concepts`` with ``method`` and write its files and ``concept.json`` to
     ``output``. With ``resume``, continue from the newest checkpoint there. ``model`` is trained in
     place. A second trainer on ``output`` is refused while this one runs."""
+    if settings.lr is None:
+        settings = replace(settings, lr=method.default_lr)
     check_settings(settings)
     output = Path(output)
     _check_output(output, resume)

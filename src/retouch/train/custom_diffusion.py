@@ -63,6 +63,7 @@ class CustomDiffusion:
     init_word: str | None = None  # modifier tokens start as this word (default: a seeded draw)
     name: str = "custom-diffusion"
     uses_prior: bool = True
+    default_lr: float = 1e-5
     tokens: TokenTraining = field(default_factory=TokenTraining, repr=False)
 
     def __post_init__(self) -> None:

@@ -32,12 +32,14 @@ class DreamBooth:
     rank: int = 4  # with lora
     name: str = "dreambooth"
     uses_prior: bool = True
+    default_lr: float = 5e-6  # with lora: LoraConcept's 1e-4
     tokens: TokenTraining = field(default_factory=lambda: TokenTraining(from_class_word=False), repr=False)
     adapters: LoraConcept | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.lora:
             self.adapters = LoraConcept(self.rank, self.train_text_encoder, train_token=False)
+            self.default_lr = self.adapters.default_lr
 
     def options(self) -> dict[str, Any]:
         return {"lora": self.lora, "train_text_encoder": self.train_text_encoder,

@@ -35,6 +35,7 @@ class LoraConcept:
     init_word: str | None = None  # the token starts as this word (default: a seeded draw)
     name: str = "lora"
     uses_prior: bool = False
+    default_lr: float = 1e-4
     tokens: TokenTraining = field(default_factory=TokenTraining, repr=False)
 
     def __post_init__(self) -> None:

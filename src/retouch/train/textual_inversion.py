@@ -30,6 +30,7 @@ class TextualInversion:
     num_vectors: int = 1  # vectors per token (Gal et al. use 1; more capture more detail)
     name: str = "textual-inversion"
     uses_prior: bool = False
+    default_lr: float = 5e-3
     tokens: TokenTraining = field(default_factory=TokenTraining, repr=False)
 
     def __post_init__(self) -> None:
