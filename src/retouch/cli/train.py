@@ -88,6 +88,7 @@ def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: 
         parser.add_argument("--num-class-images", type=int, help="prior preservation: class images (default 0: off)")
         parser.add_argument("--prior-loss-weight", type=float, help="prior preservation's weight (default 1.0)")
         parser.add_argument("--class-prompt", help="the class images' prompt (default 'a <class word>')")
+        parser.add_argument("--class-images-dir", help="their cache (default ~/.cache/retouch/class-images)")
     else:
         parser.add_argument("--class-word", action="append", default=[], help=word_help)
     if method != "dreambooth":
@@ -118,7 +119,7 @@ def run_concept(args: argparse.Namespace) -> int:
     from retouch.train.personalize import personalize
 
     fields = ("steps", "lr", "batch_size", "seed", "checkpoint_every", "num_class_images", "prior_loss_weight",
-              "class_prompt")
+              "class_prompt", "class_images_dir")
     settings = ConceptSettings(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
     options = {k: getattr(args, k) for k in ("init_word", "num_vectors", "lora", "train_text_encoder", "rank")
                if getattr(args, k, None) is not None}

@@ -59,6 +59,7 @@ class ConceptSettings:
     prior_loss_weight: float = 1.0  # lambda of DreamBooth's eq. 2
     class_prompt: str | None = None  # default "a {class word}"
     class_steps: int = 25  # sampling steps of each class image
+    class_images_dir: str | None = None  # their cache (default: ~/.cache/retouch/class-images)
 
 
 class ConceptMethod(Protocol):
@@ -172,7 +173,8 @@ def _train(
     )
     if method.uses_prior and settings.num_class_images:
         batches.class_latents, batches.class_captions = class_batches(
-            model, concepts, settings.class_prompt, settings.num_class_images, settings.class_steps, progress
+            model, concepts, settings.class_prompt, settings.num_class_images, settings.class_steps,
+            settings.class_images_dir, progress
         )
     trainable = method.prepare(pipe, concepts, settings.seed)
     optimizer = make_optimizer(trainable, settings.lr, pipe.device)

@@ -63,6 +63,7 @@ def class_batches(
     prompt: str | None,
     count: int,
     steps: int,
+    root: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor | None, list[str]]:
     """The latents (n, 4, h, w) and captions of ``count`` class images for every concept with a
@@ -72,7 +73,7 @@ def class_batches(
         if concept.class_word is None and prompt is None:
             continue
         text = class_prompt(concept, prompt)
-        pictures = class_images(model, text, count, steps, progress=progress)
+        pictures = class_images(model, text, count, steps, Path(root) if root else None, progress)
         latents.append(encode_pictures(model.pipe, pictures))
         captions += [text] * len(pictures)
     return (torch.cat(latents) if latents else None), captions
