@@ -41,7 +41,7 @@ from retouch.train.finetune import add_token
 from retouch.train.personalize import personalize
 from retouch.worlds import shapes64 as w
 
-TRAIN_SEED, PROMPT_SEED, DRIFT_SEED = 101, 202, 303
+TRAIN_SEED, PROMPT_SEED, DRIFT_SEED, PRIOR_SEED = 101, 202, 303, 404
 # Settings per method on the bundled model (steps, learning rate, extra options), found on a dev
 # split of 20 prompts (seed PROMPT_SEED + 1); batch 4 everywhere.
 METHODS: dict[str, dict[str, Any]] = {
@@ -111,8 +111,11 @@ def drift_score(model, n: int, steps: int) -> dict[str, Any]:
 
 def train(args, method: str, shapes: list[str], folder: Path, pictures: dict[str, Path]):
     spec = METHODS[method]
+    prior_rng = np.random.default_rng(PRIOR_SEED)  # the prior: the model's own pictures of canonical captions
+    prior_prompts = tuple(w.sample_scene(prior_rng, style="plain").caption() for _ in range(spec.get("prior", 0)))
     settings = ConceptSettings(steps=args.steps or spec["steps"], lr=spec["lr"], batch_size=4, seed=0,
-                               checkpoint_every=0, num_class_images=spec.get("prior", 0), class_steps=args.sample_steps)
+                               checkpoint_every=0, num_class_images=spec.get("prior", 0), class_steps=args.sample_steps,
+                               class_prompts=prior_prompts, prior_loss_weight=spec.get("prior_weight", 1.0))
     model = load_model(args.model, device="cpu")
     start = time.perf_counter()
     result = personalize(model, method, [pictures[s] for s in shapes], [f"<{s}>" for s in shapes], folder,

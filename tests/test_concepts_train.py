@@ -189,14 +189,16 @@ def test_resume_after_kill_9_of_the_cli(tiny_model_dir, tmp_path):
 def test_class_images_are_generated_by_the_base_model_once_and_cached(tiny_model, tmp_path):
     from retouch.train.concept_prior import class_images
 
-    first = class_images(tiny_model, "a cross", 2, 2, tmp_path)
+    first, captions = class_images(tiny_model, ["a cross"], 2, 2, tmp_path)
     files = sorted(tmp_path.rglob("*.png"))
     stamps = [f.stat().st_mtime_ns for f in files]
-    again = class_images(tiny_model, "a cross", 3, 2, tmp_path)
-    assert len(files) == 2 and np.array_equal(again[:2], first) and len(again) == 3
+    again, _ = class_images(tiny_model, ["a cross"], 3, 2, tmp_path)
+    assert len(files) == 2 and np.array_equal(again[:2], first) and len(again) == 3 and captions == ["a cross"] * 2
     assert [f.stat().st_mtime_ns for f in files] == stamps  # read back, not drawn again
     expected = generate(tiny_model, "a cross", seed=1, steps=2).images[0]
     assert np.array_equal(first[1], np.asarray(expected))
+    _, cycled = class_images(tiny_model, ["a cross", "a square"], 3, 2, tmp_path)
+    assert cycled == ["a cross", "a square", "a cross"]
 
 
 def test_merge_keeps_each_concepts_constraints_and_the_rest_near_the_base():

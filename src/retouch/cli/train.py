@@ -83,11 +83,12 @@ def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: 
     parser.add_argument("--token", action="append", required=True, help="the new token, like '<star>'" + repeat)
     parser.add_argument("--output", required=True, metavar="OUT", help="new folder for the concept")
     word_help = "the concept's class, captions 'a <token> <class word>'"
-    if method in ("dreambooth", "custom-diffusion"):
+    if method in ("dreambooth", "custom-diffusion", "lora"):
         parser.add_argument("--class-word", action="append", default=[], help=word_help + " and class images")
         parser.add_argument("--num-class-images", type=int, help="prior preservation: class images (default 0: off)")
         parser.add_argument("--prior-loss-weight", type=float, help="prior preservation's weight (default 1.0)")
-        parser.add_argument("--class-prompt", help="the class images' prompt (default 'a <class word>')")
+        parser.add_argument("--class-prompt", action="append", dest="class_prompts",
+                            help="the class images' prompt (default 'a <class word>'; repeat it to cycle several)")
         parser.add_argument("--class-images-dir", help="their cache (default ~/.cache/retouch/class-images)")
     else:
         parser.add_argument("--class-word", action="append", default=[], help=word_help)
@@ -119,8 +120,9 @@ def run_concept(args: argparse.Namespace) -> int:
     from retouch.train.personalize import personalize
 
     fields = ("steps", "lr", "batch_size", "seed", "checkpoint_every", "num_class_images", "prior_loss_weight",
-              "class_prompt", "class_images_dir")
-    settings = ConceptSettings(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
+              "class_images_dir")
+    settings = ConceptSettings(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None},
+                               class_prompts=tuple(getattr(args, "class_prompts", None) or ()))
     options = {k: getattr(args, k) for k in ("init_word", "num_vectors", "lora", "train_text_encoder", "rank")
                if getattr(args, k, None) is not None}
     if getattr(args, "no_text_encoder", False):

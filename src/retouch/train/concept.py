@@ -57,7 +57,7 @@ class ConceptSettings:
     checkpoint_every: int = 100  # steps between checkpoints (0: none)
     num_class_images: int = 0  # prior preservation (DreamBooth, Custom Diffusion): 0 is off
     prior_loss_weight: float = 1.0  # lambda of DreamBooth's eq. 2
-    class_prompt: str | None = None  # default "a {class word}"
+    class_prompts: tuple[str, ...] = ()  # the class images' prompts, cycled (default "a {class word}")
     class_steps: int = 25  # sampling steps of each class image
     class_images_dir: str | None = None  # their cache (default: ~/.cache/retouch/class-images)
 
@@ -173,7 +173,7 @@ def _train(
     )
     if method.uses_prior and settings.num_class_images:
         batches.class_latents, batches.class_captions = class_batches(
-            model, concepts, settings.class_prompt, settings.num_class_images, settings.class_steps,
+            model, concepts, settings.class_prompts, settings.num_class_images, settings.class_steps,
             settings.class_images_dir, progress
         )
     trainable = method.prepare(pipe, concepts, settings.seed)

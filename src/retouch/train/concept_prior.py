@@ -30,50 +30,52 @@ def default_class_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "retouch" / "class-images"
 
 
-def class_prompt(concept: ConceptImages, prompt: str | None) -> str:
-    """The prompt of a concept's class images: ``prompt`` if given, else ``a {class word}``."""
-    return prompt or f"a {concept.class_word}"
-
-
 def class_images(
-    model: LoadedModel, prompt: str, count: int, steps: int, root: Path | None = None, progress: bool = False
-) -> np.ndarray:
-    """``count`` pictures (count, h, w, 3) of ``prompt`` by ``model``, picture ``i`` seeded with
-    ``i``; read from the cache when there, else drawn and stored."""
+    model: LoadedModel,
+    prompts: Sequence[str],
+    count: int,
+    steps: int,
+    root: Path | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[str]]:
+    """``count`` pictures (count, h, w, 3) by ``model`` and their prompts: picture ``i`` of
+    ``prompts[i % len(prompts)]`` seeded with ``i``; read from the cache when there, else drawn
+    and stored (one folder per model, prompt and step count)."""
     from retouch.core.generate import generate
-    key = json.dumps({"model": weights_sha256(model.pipe), "prompt": prompt, "steps": steps}, sort_keys=True)
-    folder = (root or default_class_dir()) / hashlib.sha256(key.encode()).hexdigest()[:32]
-    folder.mkdir(parents=True, exist_ok=True)
-    pictures = []
+
+    model_sha = weights_sha256(model.pipe)
+    pictures, captions = [], []
     for i in tqdm(range(count), desc="class images", disable=not progress, leave=False):
-        path = folder / f"{i:04d}.png"
+        prompt = prompts[i % len(prompts)]
+        key = json.dumps({"model": model_sha, "prompt": prompt, "steps": steps}, sort_keys=True)
+        path = (root or default_class_dir()) / hashlib.sha256(key.encode()).hexdigest()[:32] / f"{i:04d}.png"
         if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
             image = generate(model, prompt, seed=i, steps=steps).images[0]
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             atomic_write_bytes(path, buffer.getvalue())
         with Image.open(path) as image:
             pictures.append(np.asarray(image.convert("RGB")))
-    return np.stack(pictures)
+        captions.append(prompt)
+    return np.stack(pictures), captions
 
 
 def class_batches(
     model: LoadedModel,
     concepts: Sequence[ConceptImages],
-    prompt: str | None,
+    prompts: Sequence[str],
     count: int,
     steps: int,
     root: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor | None, list[str]]:
-    """The latents (n, 4, h, w) and captions of ``count`` class images for every concept with a
-    class word (or every concept, given ``prompt``); (None, []) when none has one."""
+    """The latents (n, 4, h, w) and captions of ``count`` class images of ``prompts`` (cycled),
+    or without them of ``a {class word}`` for each concept that has one; (None, []) when none."""
+    groups = [list(prompts)] if prompts else [[f"a {c.class_word}"] for c in concepts if c.class_word]
     latents, captions = [], []
-    for concept in concepts:
-        if concept.class_word is None and prompt is None:
-            continue
-        text = class_prompt(concept, prompt)
-        pictures = class_images(model, text, count, steps, Path(root) if root else None, progress)
+    for group in groups:
+        pictures, texts = class_images(model, group, count, steps, Path(root) if root else None, progress)
         latents.append(encode_pictures(model.pipe, pictures))
-        captions += [text] * len(pictures)
+        captions += texts
     return (torch.cat(latents) if latents else None), captions

@@ -34,7 +34,7 @@ class LoraConcept:
     train_token: bool = True  # the token's vector learns with the adapters
     init_word: str | None = None  # the token starts as this word (default: a seeded draw)
     name: str = "lora"
-    uses_prior: bool = False
+    uses_prior: bool = True  # with class images, as kohya's regularization images
     default_lr: float = 1e-4
     tokens: TokenTraining = field(default_factory=TokenTraining, repr=False)
 
