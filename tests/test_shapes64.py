@@ -88,3 +88,32 @@ def test_bad_scenes_are_refused():
         w.Scene("blue", "red", "circle", "large", 40, 4)
     with pytest.raises(ValueError, match="oracle"):
         w.read_scene(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_diamond_is_the_square_turned_45_degrees_with_vertices_at_the_side_midpoints():
+    # 4x render of a 36 px box at (10, 10): S = 144, centre (112, 112); a sub-pixel belongs when
+    # |dx| + |dy| <= 72 for its centre (X + 0.5, Y + 0.5)
+    cov = w.shape_coverage("diamond", 10, 10, 36)
+    big = np.arange(256) + 0.5
+    px, py = np.meshgrid(big, big)
+    expected = ((np.abs(px - 112) + np.abs(py - 112)) <= 72).reshape(64, 4, 64, 4).mean(axis=(1, 3))
+    assert np.array_equal(cov, expected)
+    assert cov[28, 28] == 1.0 and cov[10, 10] == 0.0 and cov[45, 45] == 0.0  # centre in, box corners out
+    assert cov[10, 27] > 0 and cov[27, 10] > 0 and cov[45, 28] > 0  # the vertices touch the sides' midpoints
+    assert abs(cov.sum() / (36 * 36 / 2) - 1) < 0.02  # half the box (the edge sub-pixels count whole)
+
+
+def test_oracle_reads_reserved_shapes_only_when_asked():
+    rng = np.random.default_rng(5)
+    scenes = [w.sample_scene(rng, shapes=w.RESERVED_SHAPES) for _ in range(300)]
+    images = [s.render() for s in scenes]
+    assert w.oracle_accuracy(images, scenes, reserved=True)["all"] == 1.0
+    assert {w.read_scene(i).shape for i in images} <= set(w.SHAPES)  # never a reserved shape unasked
+    assert w.parse_caption("a large red diamond on a blue background")["shape"] == "diamond"
+    assert w.WORLD.match(images[0], scenes[0].caption())["shape"]  # a reserved caption asks for them
+
+
+def test_training_shapes_are_read_the_same_with_reserved_candidates():
+    rng = np.random.default_rng(11)
+    scenes = [w.sample_scene(rng) for _ in range(300)]
+    assert w.oracle_accuracy([s.render() for s in scenes], scenes, reserved=True)["shape"] == 1.0

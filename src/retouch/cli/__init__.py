@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here, after main() has quieted library logging, since they import diffusers.
     from retouch.cli import (
         batch,
+        concept,
         edit,
         evaluate,
         generate,
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         train,
     )
 
-    commands = [generate, replay, batch, train, interpolate, style, edit, instruct, imagic, evaluate, serve]
+    commands = [generate, replay, batch, train, concept, interpolate, style, edit, instruct, imagic, evaluate, serve]
 
     parser = argparse.ArgumentParser(
         prog="retouch", description="Text-guided image generation and editing with latent diffusion."

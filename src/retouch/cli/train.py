@@ -1,4 +1,5 @@
-"""``retouch train model`` (a latent diffusion model) and ``retouch train clip`` (a shapes-64 CLIP)."""
+"""``retouch train model`` (a latent diffusion model), ``retouch train clip`` (a shapes-64 CLIP), and
+the personalization methods: ``retouch train textual-inversion|dreambooth|custom-diffusion|lora``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from retouch.cli.common import add_global_flags, emit
+from retouch.cli.common import add_global_flags, add_model_arguments, emit
 from retouch.errors import RetouchError
 
 
@@ -50,7 +51,92 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     clip.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     add_global_flags(clip)
     clip.set_defaults(run=run_clip)
+    for method, (summary, description) in CONCEPT_HELP.items():
+        add_concept_parser(kinds, method, summary, description)
     return parser
+
+
+CONCEPT_HELP = {
+    "textual-inversion": ("a new token's embedding, the model frozen (Gal et al. 2022)",
+                          "Learn the embedding of a new token from 3-20 pictures; writes learned_embeds.safetensors "
+                          "(diffusers) and an A1111 copy."),
+    "dreambooth": ("fine-tune the model on 'a <token> <class>' with prior preservation (Ruiz et al. 2022)",
+                   "Fine-tune the UNet (and with --train-text-encoder the text encoder) on 'a <token> <class word>', "
+                   "with a prior-preservation loss on the base model's own pictures of the class; writes a whole "
+                   "diffusers folder, or with --lora LoRA files (diffusers and kohya)."),
+    "custom-diffusion": ("cross-attention keys/values and modifier tokens, several concepts (Kumari et al. 2023)",
+                         "Learn the cross-attention key/value projections and one token per concept (--token and "
+                         "--images repeated), with prior preservation; writes pytorch_custom_diffusion_weights"
+                         ".safetensors and the tokens' embeddings. Merge separate runs with 'retouch concept merge'."),
+    "lora": ("LoRA adapters on the UNet and text encoder, and the token (peft)",
+             "Learn low-rank adapters and the new token's embedding; writes pytorch_lora_weights.safetensors "
+             "(diffusers), a kohya copy (A1111, ComfyUI) and the token's embedding."),
+}
+
+
+def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: str, description: str) -> None:
+    """One personalization subcommand; every method shares the data, loop and output flags."""
+    parser = kinds.add_parser(method, help=summary, description=description)
+    many = method == "custom-diffusion"
+    repeat = " (repeat it, with --token, for several concepts)" if many else ""
+    parser.add_argument("--images", action="append", required=True, metavar="DIR",
+                        help="3-20 pictures, optionally metadata.jsonl {file_name, text} rows with the token" + repeat)
+    parser.add_argument("--token", action="append", required=True, help="the new token, like '<star>'" + repeat)
+    parser.add_argument("--output", required=True, metavar="OUT", help="new folder for the concept")
+    word_help = "the concept's class, captions 'a <token> <class word>'"
+    if method in ("dreambooth", "custom-diffusion", "lora"):
+        parser.add_argument("--class-word", action="append", default=[], help=word_help + " and class images")
+        parser.add_argument("--num-class-images", type=int, help="prior preservation: class images (default 0: off)")
+        parser.add_argument("--prior-loss-weight", type=float, help="prior preservation's weight (default 1.0)")
+        parser.add_argument("--class-prompt", action="append", dest="class_prompts",
+                            help="the class images' prompt (default 'a <class word>'; repeat it to cycle several)")
+        parser.add_argument("--class-images-dir", help="their cache (default ~/.cache/retouch/class-images)")
+    else:
+        parser.add_argument("--class-word", action="append", default=[], help=word_help)
+    if method != "dreambooth":
+        parser.add_argument("--init-word", help="the token starts as this word's embedding (one token)")
+    if method == "textual-inversion":
+        parser.add_argument("--num-vectors", type=int, default=1, help="vectors for the token (default 1)")
+    if method == "dreambooth":
+        parser.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
+        parser.add_argument("--train-text-encoder", action="store_true", help="the text encoder learns too")
+    if method in ("dreambooth", "lora"):
+        parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    if method == "lora":
+        parser.add_argument("--no-text-encoder", action="store_true", help="adapters on the UNet only")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 400)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the method's usual rate)")
+    parser.add_argument("--batch-size", type=int, help="pictures a step (default 4)")
+    parser.add_argument("--seed", type=int, help="seeds every draw (default 0)")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100; 0: none)")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --output")
+    add_model_arguments(parser)
+    add_global_flags(parser)
+    parser.set_defaults(run=run_concept, method=method)
+
+
+def run_concept(args: argparse.Namespace) -> int:
+    from retouch.models.loading import load_model
+    from retouch.train.concept import ConceptSettings
+    from retouch.train.personalize import personalize
+
+    fields = ("steps", "lr", "batch_size", "seed", "checkpoint_every", "num_class_images", "prior_loss_weight",
+              "class_images_dir")
+    settings = ConceptSettings(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None},
+                               class_prompts=tuple(getattr(args, "class_prompts", None) or ()))
+    options = {k: getattr(args, k) for k in ("init_word", "num_vectors", "lora", "train_text_encoder", "rank")
+               if getattr(args, k, None) is not None}
+    if getattr(args, "no_text_encoder", False):
+        options["train_text_encoder"] = False
+    model = load_model(args.model, args.device, args.dtype, args.config)
+    result = personalize(model, args.method, args.images, args.token, args.output, class_words=args.class_word,
+                         settings=settings, resume=args.resume, progress=not (args.quiet or args.json), **options)
+    figures = result.manifest["figures"]
+    emit(args, {"concept": str(result.folder), **result.manifest},
+         [f"{args.method}: {', '.join(result.manifest['tokens'])} written to {result.folder} "
+          f"({figures['train_seconds']:.0f} s, {figures['seconds_per_step']:.3f} s/step, "
+          f"final loss {figures['final_loss']:.4f}; use it with --concept {result.folder})"])
+    return 0
 
 
 def run_clip(args: argparse.Namespace) -> int:

@@ -46,7 +46,8 @@ class FixedSource:
         return corpus_words(self.captions)
 
 
-def _square(image: Image.Image, resolution: int) -> np.ndarray:
+def square_picture(image: Image.Image, resolution: int) -> np.ndarray:
+    """The centred square crop of ``image`` resized to ``resolution`` (uint8 RGB)."""
     image = image.convert("RGB")
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
@@ -70,7 +71,7 @@ def imagefolder_source(folder: str | Path, resolution: int = 64) -> FixedSource:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{meta}:{number}: expected {{\"file_name\": ..., \"text\": ...}} ({err})") from err
         with Image.open(path) as image:
-            images.append(_square(image, resolution))
+            images.append(square_picture(image, resolution))
         captions.append(text)
     if not images:
         raise ValueError(f"{meta} lists no images")

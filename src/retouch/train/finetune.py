@@ -17,10 +17,12 @@ plain float32 and torch's Adam on CPU, so results there are reproducible bit for
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -57,10 +59,26 @@ def diffusion_loss(
     """The denoising loss (Ho et al. 2020, eq. 14) of ``latents`` (1, 4, h, w) under ``embeds``
     (1, tokens, dim), at ``batch_size`` random timesteps and noises drawn from ``generator``.
     The target follows the scheduler's prediction type (epsilon or v)."""
-    device, dtype = latents.device, unet.dtype
     x0 = latents.float().expand(batch_size, -1, -1, -1)  # (batch, 4, h, w)
+    prediction, target = prediction_and_target(
+        unet, noise_scheduler, x0, embeds.expand(batch_size, -1, -1), generator
+    )
+    return F.mse_loss(prediction, target)
+
+
+def prediction_and_target(
+    unet: UNet2DConditionModel,
+    noise_scheduler: DDPMScheduler,
+    x0: torch.Tensor,
+    embeds: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet's prediction on ``x0`` (batch, 4, h, w) noised at a random timestep each, under
+    ``embeds`` (batch, tokens, dim), and what it should be (the noise, or v for v-prediction);
+    both float32. Noise first, then timesteps, drawn on the CPU from ``generator``."""
+    device, dtype = x0.device, unet.dtype
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(device)
     noisy = noise_scheduler.add_noise(x0, noise, t)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(x0, noise, t)
@@ -68,9 +86,8 @@ def diffusion_loss(
         target = noise
     amp = autocast_dtype(device)
     with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
-        cond = embeds.expand(batch_size, -1, -1).to(dtype)  # (batch, tokens, dim)
-        prediction = unet(noisy.to(dtype), t, encoder_hidden_states=cond).sample
-    return F.mse_loss(prediction.float(), target.float())
+        prediction = unet(noisy.to(dtype), t, encoder_hidden_states=embeds.to(dtype)).sample
+    return prediction.float(), target.float()
 
 
 @torch.no_grad()
@@ -252,3 +269,92 @@ def tuned_unet(
         yield pipe.unet
     finally:
         pipe.unet.unload_lora()
+
+
+def token_names(token: str, num_vectors: int) -> list[str]:
+    """diffusers' names for a token of ``num_vectors`` vectors: ``<t>``, ``<t>_1``, ... (as
+    ``load_textual_inversion`` adds them and ``maybe_convert_prompt`` expands ``<t>`` into them)."""
+    return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
+
+
+def word_embedding(pipe: StableDiffusionPipeline, word: str) -> torch.Tensor:
+    """The input embedding (dim,) of ``word``, which must be one token of the tokenizer."""
+    ids = pipe.tokenizer(word, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise RetouchError(
+            f"the word {word!r} is {len(ids)} tokens for this model's tokenizer; pick a word that is one token"
+        )
+    return pipe.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+
+
+def add_token(pipe: StableDiffusionPipeline, token: str, vectors: torch.Tensor) -> list[int]:
+    """Add ``token`` with ``vectors`` (n, dim) exactly as diffusers' ``load_textual_inversion``
+    does: ``tokenizer.add_tokens`` (never an unknown-token fallback), the text encoder's embedding
+    table resized, the new rows set. Returns the new token ids."""
+    names = token_names(token, len(vectors))
+    taken = [name for name in names if name in pipe.tokenizer.get_vocab()]
+    if taken:
+        raise RetouchError(f"the token {taken[0]} is already in this model's tokenizer; pick another token")
+    pipe.tokenizer.add_tokens(names)
+    ids = pipe.tokenizer.convert_tokens_to_ids(names)
+    pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer), mean_resizing=False)
+    weight = pipe.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[ids] = vectors.to(weight.device, weight.dtype)
+    return ids
+
+
+def token_vectors(pipe: StableDiffusionPipeline, token: str) -> torch.Tensor:
+    """The vectors (n, dim) of a token added by ``add_token`` (all its ``<t>_i`` parts)."""
+    vocab, names = pipe.tokenizer.get_vocab(), [token]
+    while f"{token}_{len(names)}" in vocab:
+        names.append(f"{token}_{len(names)}")
+    weight = pipe.text_encoder.get_input_embeddings().weight
+    return weight[[vocab[n] for n in names]].detach().cpu().clone()
+
+
+def initial_vectors(pipe: StableDiffusionPipeline, word: str | None, num_vectors: int, seed: int) -> torch.Tensor:
+    """A new token's first vectors (n, dim): ``word``'s embedding in each (Gal et al. 2022 start
+    from a coarse descriptor), or without one a seeded draw at the embedding table's scale."""
+    if word:
+        return word_embedding(pipe, word).repeat(num_vectors, 1)
+    weight = pipe.text_encoder.get_input_embeddings().weight.detach()
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn((num_vectors, weight.shape[1]), generator=generator) * weight.float().std().cpu()
+
+
+def new_token_rows(pipe: StableDiffusionPipeline, tokens: Sequence[str]) -> torch.Tensor:
+    """A (vocab,) bool mask of the rows of the embedding table that ``tokens`` (all parts) own."""
+    vocab = pipe.tokenizer.get_vocab()
+    mask = torch.zeros(pipe.text_encoder.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+    for token in tokens:
+        mask[[vocab[n] for n in vocab if n == token or n.startswith(f"{token}_")]] = True
+    return mask
+
+
+def encode_captions(pipe: StableDiffusionPipeline, captions: Sequence[str]) -> torch.Tensor:
+    """The text encoder's hidden states (batch, tokens, dim) for ``captions``, with gradients, each
+    caption's multi-vector tokens expanded as the pipeline expands them when sampling."""
+    texts = [pipe.maybe_convert_prompt(c, pipe.tokenizer) for c in captions]
+    ids = pipe.tokenizer(
+        texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+
+
+def weights_sha256(pipe: StableDiffusionPipeline) -> str:
+    """sha256 of every weight of the UNet, text encoder and VAE (names, shapes, bytes), in order."""
+    digest = hashlib.sha256()
+    for module in (pipe.unet, pipe.text_encoder, pipe.vae):
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def encode_pictures(pipe: StableDiffusionPipeline, pictures: np.ndarray) -> torch.Tensor:
+    """(n, h, w, 3) uint8 pictures -> (n, 4, h/f, w/f) float32 latents (the posterior means)."""
+    from retouch.core.latents import encode
+
+    return torch.cat([encode(pipe, picture) for picture in pictures]).float()

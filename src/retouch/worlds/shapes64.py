@@ -35,13 +35,13 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLORS: tuple[str, ...] = tuple(PALETTE)
 SIZES: dict[str, int] = {"small": 20, "large": 36}
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
-RESERVED_SHAPES: tuple[str, ...] = ("star",)
+RESERVED_SHAPES: tuple[str, ...] = ("star", "diamond")  # held-out concepts for personalization
 STYLES: tuple[str, ...] = ("plain", "pastel")
 VOCABULARY: tuple[str, ...] = (
     ("a", "an", "on", "background", "pastel", ",", "small", "large")
     + COLORS
     + SHAPES
-    + RESERVED_SHAPES
+    + ("star",)  # the spec adds "diamond" too; it would change the tokenizer of every model trained from now on
 )
 
 EditKind = Literal["background", "color", "shape", "size", "style"]
@@ -143,6 +143,9 @@ def _inside(shape: str, px: np.ndarray, py: np.ndarray, x0: float, y0: float, s:
         return in_box & ((np.abs(px - cx) <= half) | (np.abs(py - cy) <= half))
     if shape == "star":
         return _inside_star(px - cx, py - cy, s / 2, 0.4 * s / 2)
+    if shape == "diamond":
+        # the square turned 45 degrees, its vertices at the midpoints of the box's sides
+        return np.abs(px - cx) + np.abs(py - cy) <= s / 2
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -319,8 +322,9 @@ def _read_with(image: np.ndarray, palette: np.ndarray) -> tuple[float, int, int 
     return float(bg_dist + color_dist), int(bg_idx), int(color_idx), obj
 
 
-def read_scene(image: np.ndarray) -> Reading:
-    """Read a (64, 64, 3) uint8 picture back into its scene fields (the shapes-64 oracle)."""
+def read_scene(image: np.ndarray, reserved: bool = False) -> Reading:
+    """Read a (64, 64, 3) uint8 picture back into its scene fields (the shapes-64 oracle). With
+    ``reserved`` (a picture of a learned concept) the reserved shapes are shape candidates too."""
     image = np.asarray(image)
     if image.shape != (CANVAS, CANVAS, 3):
         raise ValueError(f"the oracle reads (64, 64, 3) pictures, got {image.shape}")
@@ -341,13 +345,14 @@ def read_scene(image: np.ndarray) -> Reading:
         mask = shape_coverage(shape, cx - side / 2, cy - side / 2, side) >= 0.5
         return float((mask & obj).sum() / max((mask | obj).sum(), 1))
 
-    shape = max(SHAPES, key=iou)
+    shape = max(SHAPES + (RESERVED_SHAPES if reserved else ()), key=iou)
     return Reading(COLORS[bg_idx], style, COLORS[color_idx], shape, size, bbox, obj)
 
 
-def oracle_accuracy(images: list[np.ndarray], scenes: list[Scene]) -> dict[str, float]:
-    """Per-field and all-fields accuracy of the oracle's readings against ground-truth scenes."""
-    hits = [read_scene(img).matches(sc) for img, sc in zip(images, scenes, strict=True)]
+def oracle_accuracy(images: list[np.ndarray], scenes: list[Scene], reserved: bool = False) -> dict[str, float]:
+    """Per-field and all-fields accuracy of the oracle's readings against ground-truth scenes
+    (``reserved``: the reserved shapes among the candidates, for pictures of learned concepts)."""
+    hits = [read_scene(img, reserved).matches(sc) for img, sc in zip(images, scenes, strict=True)]
     out = {k: float(np.mean([h[k] for h in hits])) for k in hits[0]}
     out["all"] = float(np.mean([all(h.values()) for h in hits]))
     return out
@@ -422,7 +427,7 @@ class Shapes64World:
         picture = np.asarray(picture)
         if fields is None or picture.shape != (CANVAS, CANVAS, 3):
             return None
-        reading = read_scene(picture).fields()
+        reading = read_scene(picture, reserved=fields["shape"] in RESERVED_SHAPES).fields()
         hits = {name: reading[name] == fields[name] for name in FIELDS}
         return {**hits, "all": all(hits.values())}
 
@@ -435,7 +440,8 @@ class Shapes64World:
 WORLD = Shapes64World()  # the entry point ``retouch.worlds: shapes-64``
 
 __all__ = [
-    "COLORS", "FIELDS", "PALETTE", "WORLD", "SHAPES", "SIZES", "STYLES", "VOCABULARY", "EditPair", "Reading", "Scene",
+    "COLORS", "FIELDS", "PALETTE", "RESERVED_SHAPES", "WORLD", "SHAPES",
+    "SIZES", "STYLES", "VOCABULARY", "EditPair", "Reading", "Scene",
     "caption", "closeness", "edit_mask", "make_edit", "oracle_accuracy", "parse_caption", "read_scene", "render",
     "sample_edit", "sample_scene", "shape_coverage",
 ]

@@ -11,7 +11,7 @@ from retouch.worlds import shapes64
 
 @dataclass
 class Shapes64Source:
-    """Procedural shapes-64 scenes (every field uniform, the reserved star excluded)."""
+    """Procedural shapes-64 scenes (every field uniform, the reserved star and diamond excluded)."""
 
     resolution: int = shapes64.CANVAS
 

@@ -1,0 +1,276 @@
+"""Personalization training: every method trains 2 steps on a tiny random model, its files load in
+plain diffusers (a subprocess that never imports retouch) with the same pixels as retouch's own
+in-memory model; resume after a crash or ``kill -9`` ends with the same weights; bad input is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from retouch.core.generate import generate
+from retouch.errors import RetouchError
+from retouch.models.loading import load_model
+from retouch.train.concept import ConceptSettings
+from retouch.train.concept_merge import merged_weight
+from retouch.train.personalize import personalize
+
+PROMPT = "a <star> on a red background"
+PLAIN_LOADER = Path(__file__).parent / "concept_plain_load.py"
+CASES = {  # name -> (method, options)
+    "textual-inversion": ("textual-inversion", {"num_vectors": 2}),
+    "lora": ("lora", {}),
+    "dreambooth": ("dreambooth", {}),
+    "dreambooth-lora": ("dreambooth", {"lora": True, "train_text_encoder": True}),
+    "custom-diffusion": ("custom-diffusion", {}),
+}
+
+
+def write_pictures(folder: Path, count: int, side: int = 32, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def settings(tmp: Path, **changes) -> ConceptSettings:
+    base = {"steps": 2, "lr": 1e-2, "batch_size": 2, "num_class_images": 2, "class_steps": 2,
+            "class_images_dir": str(tmp / "class-images")}
+    return ConceptSettings(**{**base, **changes})
+
+
+def draw(model) -> np.ndarray:
+    image = generate(model, PROMPT, seed=0, steps=2, scheduler="ddim", guidance_scale=7.5).images[0]
+    return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """Every case trained 2 steps: name -> (folder, retouch's in-memory picture)."""
+    tmp = tmp_path_factory.mktemp("concepts")
+    pictures = write_pictures(tmp / "pictures", 4)
+    out = {}
+    for name, (method, options) in CASES.items():
+        model = load_model(str(tiny_model_dir), device="cpu")
+        result = personalize(model, method, [pictures], ["<star>"], tmp / name, class_words=["cross"],
+                             settings=settings(tmp), **options)
+        out[name] = (result.folder, draw(result.model))
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_pictures(trained, tiny_model_dir, tmp_path_factory):
+    """The same pictures drawn by plain diffusers from the saved files, in one subprocess."""
+    tmp = tmp_path_factory.mktemp("plain")
+    jobs = [{"name": name, "base": str(tiny_model_dir), "concept": str(folder), "prompt": PROMPT}
+            for name, (folder, _) in trained.items()]
+    jobs += [{**job, "name": job["name"] + "-kohya", "lora_role": "lora_kohya"}
+             for job in jobs if "lora" in job["name"]]
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, str(PLAIN_LOADER), str(tmp / "jobs.json"), str(tmp / "out.npz")],
+                   check=True, env=env, capture_output=True)
+    return dict(np.load(tmp / "out.npz"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_artifact_loads_in_plain_diffusers_with_retouchs_pixels(name, trained, plain_pictures, tiny_model_dir):
+    folder, in_memory = trained[name]
+    manifest = json.loads((folder / "concept.json").read_text())
+    assert manifest["format"] == 1 and manifest["method"] == CASES[name][0] and manifest["tokens"] == ["<star>"]
+    assert len(manifest["base_model_sha256"]) == 64 and all((folder / f).exists() for f in manifest["files"].values())
+    assert (folder / "loss.png").is_file() and not (folder / "checkpoints").exists()
+    np.testing.assert_array_equal(plain_pictures[name], in_memory)
+    if f"{name}-kohya" in plain_pictures:  # the kohya copy (A1111, ComfyUI) draws the same
+        np.testing.assert_array_equal(plain_pictures[f"{name}-kohya"], in_memory)
+    base = draw(load_model(str(tiny_model_dir), device="cpu"))
+    assert not np.array_equal(base, in_memory)  # the concept changes the picture
+
+
+def test_file_formats_are_the_ecosystems(trained):
+    ti = load_file(trained["textual-inversion"][0] / "learned_embeds.safetensors")
+    assert list(ti) == ["<star>"] and ti["<star>"].shape == (2, 32)  # two vectors: <star>, <star>_1
+    a1111 = load_file(trained["textual-inversion"][0] / "star.safetensors")
+    assert torch.equal(a1111["emb_params"], ti["<star>"])
+    kohya = load_file(trained["lora"][0] / "lora_kohya.safetensors")
+    assert any(k.startswith("lora_unet_") for k in kohya) and any(k.startswith("lora_te_") for k in kohya)
+    assert all(kohya[k.split(".")[0] + ".alpha"] == 4 for k in kohya if k.endswith("lora_down.weight"))
+    custom = load_file(trained["custom-diffusion"][0] / "pytorch_custom_diffusion_weights.safetensors")
+    assert custom and all("attn2.processor.to_" in k and "_custom_diffusion.weight" in k for k in custom)
+    assert (trained["dreambooth"][0] / "model" / "model_index.json").is_file()
+
+
+def test_the_token_is_added_to_the_word_level_tokenizer_never_unknown(tmp_path):
+    """On the bundled shapes-64 model's word-level tokenizer the token gets its own new id."""
+    from retouch.train.finetune import add_token
+
+    model = load_model("shapes-64", device="cpu")
+    pipe, before = model.pipe, len(model.pipe.tokenizer)
+    unknown = pipe.tokenizer("a <star>", add_special_tokens=False).input_ids
+    ids = add_token(pipe, "<star>", torch.zeros(2, pipe.text_encoder.config.hidden_size))
+    assert ids == [before, before + 1] and len(pipe.tokenizer) == before + 2
+    assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == before + 2
+    text = pipe.maybe_convert_prompt("a large red <star> on a blue background", pipe.tokenizer)
+    got = pipe.tokenizer(text, add_special_tokens=False).input_ids
+    assert got[3:5] == ids and len(got) == 9 and unknown != got[:2]
+    with pytest.raises(RetouchError, match="already in this model's tokenizer"):
+        add_token(pipe, "<star>", torch.zeros(1, pipe.text_encoder.config.hidden_size))
+
+
+@pytest.mark.parametrize("method", ["lora", "custom-diffusion", "textual-inversion"])
+def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(method, tiny_model_dir, tmp_path, monkeypatch):
+    pictures = write_pictures(tmp_path / "pictures", 3)
+    run = settings(tmp_path, steps=4, checkpoint_every=2)
+
+    def train(output, resume=False):
+        model = load_model(str(tiny_model_dir), device="cpu")
+        return personalize(model, method, [pictures], ["<star>"], output, class_words=["cross"], settings=run,
+                           resume=resume)
+
+    whole = train(tmp_path / "whole")
+    crash = {"steps": 0}
+    original = torch.optim.Adam.step
+
+    def crashing_step(self, *args, **kwargs):
+        crash["steps"] += 1
+        if crash["steps"] == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "crashed")
+    monkeypatch.setattr(torch.optim.Adam, "step", original)
+    with pytest.raises(RetouchError, match="--resume"):
+        train(tmp_path / "crashed")
+    resumed = train(tmp_path / "crashed", resume=True)
+    assert resumed.manifest["figures"]["resumed_at_step"] == 2 and resumed.losses == whole.losses
+    for role, file in whole.manifest["files"].items():
+        if file.endswith(".safetensors"):
+            a, b = load_file(tmp_path / "whole" / file), load_file(tmp_path / "crashed" / file)
+            assert all(torch.equal(a[k], b[k]) for k in a), role
+
+
+def test_resume_after_kill_9_of_the_cli(tiny_model_dir, tmp_path):
+    pictures = write_pictures(tmp_path / "pictures", 3)
+    argv = ["train", "lora", "--images", str(pictures), "--token", "<star>", "--steps", "40", "--checkpoint-every",
+            "2", "--lr", "0.01", "--batch-size", "1", "--model", str(tiny_model_dir), "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "retouch", *argv, "--output", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "latest").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "concept.json").exists(), "the run ended before it could be killed"
+    from retouch.cli import main
+
+    assert main([*argv, "--output", str(killed), "--resume"]) == 0
+    assert main([*argv, "--output", str(tmp_path / "whole")]) == 0
+    for file in ("pytorch_lora_weights.safetensors", "learned_embeds.safetensors"):
+        a, b = load_file(killed / file), load_file(tmp_path / "whole" / file)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((killed / "concept.json").read_text())["figures"]["resumed_at_step"] > 0
+
+
+def test_class_images_are_generated_by_the_base_model_once_and_cached(tiny_model, tmp_path):
+    from retouch.train.concept_prior import class_images
+
+    first, captions = class_images(tiny_model, ["a cross"], 2, 2, tmp_path)
+    files = sorted(tmp_path.rglob("*.png"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again, _ = class_images(tiny_model, ["a cross"], 3, 2, tmp_path)
+    assert len(files) == 2 and np.array_equal(again[:2], first) and len(again) == 3 and captions == ["a cross"] * 2
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # read back, not drawn again
+    expected = generate(tiny_model, "a cross", seed=1, steps=2).images[0]
+    assert np.array_equal(first[1], np.asarray(expected))
+    _, cycled = class_images(tiny_model, ["a cross", "a square"], 3, 2, tmp_path)
+    assert cycled == ["a cross", "a square", "a cross"]
+
+
+def test_merge_keeps_each_concepts_constraints_and_the_rest_near_the_base():
+    generator = torch.Generator().manual_seed(0)
+    w0 = torch.randn(8, 16, generator=generator, dtype=torch.float64)
+    c = torch.randn(5, 16, generator=generator, dtype=torch.float64)  # constraint rows
+    c_reg = torch.randn(40, 16, generator=generator, dtype=torch.float64)
+    target = torch.randn(8, 16, generator=generator, dtype=torch.float64)
+    merged = merged_weight(w0, c, c @ target.T, c_reg)
+    torch.testing.assert_close(merged @ c.T, target @ c.T)  # eq. 4's constraint: C W^T = V
+    torch.testing.assert_close(merged_weight(w0, c, c @ w0.T, c_reg), w0)  # nothing learned: the base
+
+
+def test_merge_cli_writes_a_concept_plain_diffusers_loads(tiny_model_dir, tmp_path):
+    from retouch.cli import main
+
+    pictures = write_pictures(tmp_path / "pictures", 3)
+    base = ["--images", str(pictures), "--class-word", "cross", "--steps", "2", "--model", str(tiny_model_dir),
+            "--device", "cpu", "--quiet", "--batch-size", "1"]
+    for token in ("a", "b"):
+        output = str(tmp_path / token)
+        assert main(["train", "custom-diffusion", "--token", f"<{token}>", "--output", output, *base]) == 0
+    assert main(["concept", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "ab"),
+                 "--model", str(tiny_model_dir), "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "ab" / "concept.json").read_text())
+    assert manifest["tokens"] == ["<a>", "<b>"] and manifest["method"] == "custom-diffusion"
+    embeds = load_file(tmp_path / "ab" / "learned_embeds.safetensors")
+    assert set(embeds) == {"<a>", "<b>"}
+    assert main(["concept", "merge", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_bad_inputs_are_refused_with_a_clear_message(tiny_model, tmp_path):
+    def run(folder, tokens=("<star>",), method="textual-inversion", output=None, **kw):
+        folders = [folder] * len(tokens)
+        return personalize(tiny_model, method, folders, list(tokens), output or tmp_path / "out", **kw)
+
+    with pytest.raises(RetouchError, match="holds 2 pictures; a concept is taught from 3 to 20"):
+        run(write_pictures(tmp_path / "two", 2))
+    with pytest.raises(RetouchError, match="holds 21 pictures"):
+        run(write_pictures(tmp_path / "many", 21))
+    meta = write_pictures(tmp_path / "meta", 3)
+    rows = [{"file_name": f"{i}.png", "text": "a red <star>" if i else "a red square"} for i in range(3)]
+    (meta / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(RetouchError, match=r"metadata.jsonl:1: the caption 'a red square' does not contain"):
+        run(meta)
+    rows[0] = {"file_name": "gone.png", "text": "a <star>"}
+    (meta / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(RetouchError, match="gone.png is listed in metadata.jsonl but does not exist"):
+        run(meta)
+    three = write_pictures(tmp_path / "three", 3)
+    with pytest.raises(RetouchError, match="angle brackets"):
+        run(three, tokens=("star",))
+    with pytest.raises(RetouchError, match="several .* need custom-diffusion"):
+        run(three, tokens=("<a>", "<b>"))
+    with pytest.raises(RetouchError, match="no such folder"):
+        run(tmp_path / "missing")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(RetouchError, match="is not empty"):
+        run(three, output=tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    with pytest.raises(RetouchError, match="--steps and --batch-size"):
+        run(three, settings=ConceptSettings(steps=0))
+    with pytest.raises(RetouchError, match="--num-vectors"):
+        run(three, num_vectors=0)
+    with pytest.raises(RetouchError, match="one token"):
+        run(three, init_word="notaword")
+
+
+def test_cli_refuses_bad_input_with_exit_code_2(tiny_model_dir, tmp_path, capsys):
+    from retouch.cli import main
+
+    code = main(["train", "dreambooth", "--images", str(write_pictures(tmp_path / "p", 2)), "--token", "<x>",
+                 "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir), "--device", "cpu"])
+    assert code == 2 and "holds 2 pictures" in capsys.readouterr().err
