@@ -79,6 +79,7 @@ def plain_pictures(trained, tiny_model_dir, tmp_path_factory):
              for job in jobs if "lora" in job["name"]]
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # the same float sums as this process
     subprocess.run([sys.executable, str(PLAIN_LOADER), str(tmp / "jobs.json"), str(tmp / "out.npz")],
                    check=True, env=env, capture_output=True)
     return dict(np.load(tmp / "out.npz"))
