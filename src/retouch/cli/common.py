@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,3 +150,18 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) ->
     else:
         for line in lines:
             print(line)
+
+
+def number_or_auto(kind: type[int] | type[float], name: str) -> Callable[[str], int | float | str]:
+    """An argparse ``type``: the word ``auto`` or a number of ``kind`` (the library checks its range)."""
+
+    def parse(text: str) -> int | float | str:
+        if text == "auto":
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{name} must be {noun} or 'auto', got {text!r}") from None
+
+    return parse

@@ -13,29 +13,15 @@ from retouch.cli.common import (
     add_model_arguments,
     emit,
     load_adapted_model,
+    number_or_auto,
 )
 
 
 def strength_value(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'auto', got {text!r}") from None
-    if not 0 < value <= 1:
+    value = number_or_auto(float, "strength")(text)
+    if value != "auto" and not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"strength must be in (0, 1], got {value}")
     return value
-
-
-def tries_value(text: str) -> int | str:
-    """``--tries``: a whole number or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tries must be a whole number or 'auto', got {text!r}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -79,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--tries",
-        type=tries_value,
+        type=number_or_auto(int, "tries"),
         default="auto",
         metavar="N|auto",
         help="draw again from the next seed while --judge rejects the edit, at most N times; the seed "

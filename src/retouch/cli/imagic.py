@@ -13,16 +13,8 @@ from retouch.cli.common import (
     add_model_arguments,
     emit,
     load_adapted_model,
+    number_or_auto,
 )
-
-
-def eta_value(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, recorded)")
     parser.add_argument(
         "--eta",
-        type=eta_value,
+        type=number_or_auto(float, "eta"),
         default=DEFAULT_ETA,
         help=f"0 reconstructs the input, 1 is the target text; 'auto' sweeps 0.0..1.6 and takes the "
         f"accepted one the judge scores highest (default: {DEFAULT_ETA})",

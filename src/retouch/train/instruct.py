@@ -37,9 +37,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from retouch.io.locks import lock_folder
 from retouch.models.loading import LoadedModel, load_model
-from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint
+from retouch.train.checkpoint import load_checkpoint
 from retouch.train.ldm import (
     Log,
     Trainer,
@@ -166,21 +165,8 @@ class InstructTrainer(Trainer):
 
     config: InstructConfig
 
-    def run(self, source: TripletSource | None = None) -> Path:  # type: ignore[override]
-        lock = lock_folder(self.output_dir, TRAIN_LOCK, "retouch train") if self.accelerator.is_main_process else None
-        try:
-            return self._run_instruct(source)
-        finally:
-            if lock is not None:
-                lock.release(remove=True)
-
-    def _run_instruct(self, source: TripletSource | None) -> Path:
-        self.work.mkdir(parents=True, exist_ok=True)
-        recipe = self.work / "recipe.json"
-        if recipe.exists() and json.loads(recipe.read_text()) != json.loads(self.config.to_json()):
-            raise ValueError(f"{self.output_dir} holds a run with another recipe; use a new --output")
-        if self.accelerator.is_main_process:
-            recipe.write_text(self.config.to_json())
+    def stages(self, source: TripletSource | None) -> Path:  # type: ignore[override]
+        """The instruct stages, under ``Trainer.run``'s lock and recipe check."""
         if source is None:
             from retouch.train.data import registered_sources
 

@@ -195,18 +195,19 @@ class Trainer:
         """Every stage, under the output folder's lock: a second trainer on it is refused."""
         lock = lock_folder(self.output_dir, TRAIN_LOCK, "retouch train") if self.accelerator.is_main_process else None
         try:
-            return self._run(source)
+            self.work.mkdir(parents=True, exist_ok=True)
+            recipe = self.work / "recipe.json"
+            if recipe.exists() and json.loads(recipe.read_text()) != json.loads(self.config.to_json()):
+                raise ValueError(f"{self.output_dir} holds a run with another recipe; use a new --output")
+            if self.accelerator.is_main_process:
+                recipe.write_text(self.config.to_json())
+            return self.stages(source)
         finally:
             if lock is not None:
                 lock.release(remove=True)
 
-    def _run(self, source: Source | None) -> Path:
-        self.work.mkdir(parents=True, exist_ok=True)
-        recipe = self.work / "recipe.json"
-        if recipe.exists() and json.loads(recipe.read_text()) != json.loads(self.config.to_json()):
-            raise ValueError(f"{self.output_dir} holds a run with another recipe; use a new --output")
-        if self.accelerator.is_main_process:
-            recipe.write_text(self.config.to_json())
+    def stages(self, source: Source | None) -> Path:
+        """The run itself, once ``run`` holds the lock and has checked the recipe."""
         source = source or make_source(self.config.data, self.config.data_dir, self.config.resolution)
         tokenizer = self.tokenizer(source)
         vae = self.train_vae(source)
