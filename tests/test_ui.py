@@ -153,29 +153,33 @@ def test_seed_and_strength_boxes() -> None:
         edit_handlers.strength_value("1.5")
 
 
-def test_cancel_stops_the_run_at_its_next_step(session: UISession) -> None:
+def test_cancel_stops_the_run_at_its_next_step_and_progress_is_throttled(session: UISession) -> None:
+    from types import SimpleNamespace
+
     from gradio.context import LocalContext
 
     from retouch.ui.progress import cancellable
 
-    class Tracker:  # stands in for gradio's per-run Progress
-        steps = 0
-
-        def update(self, n: int = 1) -> None:
-            self.steps += n
-
-    tracker = Tracker()
-    token = LocalContext.progress.set(tracker)
+    sent: list[int] = []  # what reached the browser: gradio's queue.set_progress(event_id, iterables)
+    queue = SimpleNamespace(set_progress=lambda event_id, iterables: sent.append(iterables[-1].index))
+    tokens = [
+        (LocalContext.progress, LocalContext.progress.set(gr.Progress())),  # the event's own tracker
+        (LocalContext.blocks, LocalContext.blocks.set(SimpleNamespace(_queue=queue))),
+        (LocalContext.event_id, LocalContext.event_id.set("event-1")),
+    ]
     try:
-        with session.run("tab-1") as flag, cancellable(flag):
-            wrapped = LocalContext.progress.get()
-            wrapped.update()
+        with session.run("tab-1") as flag, cancellable(flag, every=60.0):
+            progress = LocalContext.progress.get()
+            progress.tqdm(None, total=20)
+            for _ in range(19):
+                progress.update()
+            assert sent == [0]  # the first update only: the next would be due a minute later
             session.cancel("tab-1")
             with pytest.raises(RunCancelled):
-                wrapped.update()
+                progress.update()
     finally:
-        LocalContext.progress.reset(token)
-    assert tracker.steps == 1
+        for var, token in reversed(tokens):
+            var.reset(token)
     assert session.lock.acquire(blocking=False)  # the model is free again
     session.lock.release()
 

@@ -20,6 +20,7 @@ from retouch.ui import ServeOptions, UISession, serve
 CHROMIUM = Path("/usr/bin/chromium")
 SOURCE = "a large red circle on a blue background"
 TARGET = "a large red circle on a green background"
+SQUARE = np.ones((3, 3), bool)  # a dilation by k covers every pixel within k px, diagonals too
 WAIT_MS = 60_000  # a run on the tiny model takes seconds; a busy CI machine may take longer
 
 
@@ -114,11 +115,58 @@ def test_edit_round_trip_keeps_the_pixels_outside_the_mask(page, picture: Path, 
     edited = np.asarray(Image.open(io.BytesIO(download(page, links.nth(0)))).convert("RGB"))
     mask = np.asarray(Image.open(io.BytesIO(download(page, links.nth(1))))) > 0
     source = np.asarray(Image.open(picture).convert("RGB"))
-    outside = ~binary_dilation(mask, iterations=3)  # beyond the 2-px feather band
+    outside = ~binary_dilation(mask, SQUARE, iterations=3)  # beyond the 2-px feather band
     assert outside.any() and mask.any()
     assert np.array_equal(edited[outside], source[outside])
     assert not np.array_equal(edited[mask], source[mask])
     page.screenshot(path=str(tmp_path / "edit.png"), full_page=True)
+
+
+def test_a_painted_mask_overrides_the_automatic_one(page, picture: Path) -> None:
+    page.set_input_files("#edit-picture input[type=file]", str(picture))
+    page.wait_for_selector("#edit-preview img")
+    page.get_by_text("Paint a mask (optional)", exact=True).click()  # the editor loads the picture
+    canvas = page.locator("#edit-editor canvas").first
+    canvas.wait_for(state="visible")
+    page.wait_for_timeout(2500)  # the picture reaches the canvas (software WebGL: slow on a busy CPU)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y)  # one stroke across the middle of the picture
+    page.mouse.down()
+    page.mouse.move(x + 20, y, steps=10)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    page.fill("#edit-source textarea", SOURCE)
+    page.fill("#edit-target textarea", TARGET)
+    page.get_by_text("Options", exact=True).click()
+    page.wait_for_selector("#edit-seed textarea", state="visible")
+    page.fill("#edit-seed textarea", "2")
+    set_number(page, "edit-steps", 2)
+    page.wait_for_timeout(300)
+    page.click("#edit-run")
+    page.get_by_text("Region:").wait_for()
+    assert "Region: mask" in page.inner_text("#edit-region")
+    links = page.locator("#edit-files a")
+    edited = np.asarray(Image.open(io.BytesIO(download(page, links.nth(0)))).convert("RGB"))
+    mask = np.asarray(Image.open(io.BytesIO(download(page, links.nth(1))))) > 0
+    assert 0 < mask.mean() < 0.5  # the stroke (a brush sized to the picture), not the whole picture
+    outside = ~binary_dilation(mask, SQUARE, iterations=3)  # beyond the 2-px feather band
+    assert np.array_equal(edited[outside], np.asarray(Image.open(picture).convert("RGB"))[outside])
+
+
+def test_a_concept_trained_in_the_browser_appears_in_edit(page, picture: Path) -> None:
+    page.get_by_role("tab", name="Concepts").click()
+    page.set_input_files("#concept-files input[type=file]", [str(picture)] * 3)
+    page.wait_for_timeout(500)
+    set_number(page, "concept-steps", 2)
+    page.wait_for_timeout(300)
+    page.click("#concept-train")
+    page.get_by_text("Trained").wait_for()
+    assert "star-textual-inversion" in page.inner_text("#concept-status")
+    page.get_by_role("tab", name="Edit").click()
+    page.get_by_text("Options", exact=True).click()
+    page.get_by_label("Concepts (then use their tokens in captions)").click()
+    page.get_by_role("option", name="star-textual-inversion").wait_for()
 
 
 def test_generate_and_send_to_edit(page) -> None:

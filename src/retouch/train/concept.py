@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ FORMAT = 1  # concept.json's format number
 MANIFEST = "concept.json"
 CHECKPOINTS = "checkpoints"  # under the output folder while training; removed when the run ends
 LOSS_CURVE = "loss.png"
+StepCallback = Callable[[int, float], None]  # (steps done, that step's loss)
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,9 @@ class ConceptMethod(Protocol):
 
     def options(self) -> dict[str, Any]: ...  # the method's own settings, recorded in concept.json
 
-    def prepare(self, pipe: StableDiffusionPipeline, concepts: Sequence[ConceptImages], seed: int) -> list[
-        torch.nn.Parameter
-    ]: ...  # add tokens / adapters (seeded) and return the weights that learn
+    def prepare(
+        self, pipe: StableDiffusionPipeline, concepts: Sequence[ConceptImages], seed: int
+    ) -> list[torch.nn.Parameter]: ...  # add tokens / adapters (seeded) and return the weights that learn
 
     def after_step(self, pipe: StableDiffusionPipeline) -> None: ...  # e.g. put frozen rows back
 
@@ -81,9 +82,9 @@ class ConceptMethod(Protocol):
 
     def load_state(self, pipe: StableDiffusionPipeline, state: dict[str, torch.Tensor]) -> None: ...
 
-    def save(self, pipe: StableDiffusionPipeline, concepts: Sequence[ConceptImages], folder: Path) -> dict[
-        str, str
-    ]: ...  # write the ecosystem's files; role -> file name
+    def save(
+        self, pipe: StableDiffusionPipeline, concepts: Sequence[ConceptImages], folder: Path
+    ) -> dict[str, str]: ...  # write the ecosystem's files; role -> file name
 
 
 @dataclass
@@ -129,10 +130,12 @@ def train_concept(
     *,
     resume: bool = False,
     progress: bool = False,
+    on_step: StepCallback | None = None,
 ) -> ConceptResult:
     """Teach ``model`` the ``concepts`` with ``method`` and write its files and ``concept.json`` to
     ``output``. With ``resume``, continue from the newest checkpoint there. ``model`` is trained in
-    place. A second trainer on ``output`` is refused while this one runs."""
+    place. A second trainer on ``output`` is refused while this one runs. ``on_step(step, loss)``
+    is called after every optimizer step (a live loss curve, say)."""
     if settings.lr is None:
         settings = replace(settings, lr=method.default_lr)
     check_settings(settings)
@@ -140,7 +143,7 @@ def train_concept(
     _check_output(output, resume)
     lock = lock_folder(output, TRAIN_LOCK, "retouch train")
     try:
-        return _train(model, method, list(concepts), settings, output, resume, progress)
+        return _train(model, method, list(concepts), settings, output, resume, progress, on_step)
     finally:
         lock.release(remove=True)
 
@@ -164,6 +167,7 @@ def _train(
     output: Path,
     resume: bool,
     progress: bool,
+    on_step: StepCallback | None = None,
 ) -> ConceptResult:
     start = time.perf_counter()
     pipe = model.pipe
@@ -173,14 +177,19 @@ def _train(
     )
     if method.uses_prior and settings.num_class_images:
         batches.class_latents, batches.class_captions = class_batches(
-            model, concepts, settings.class_prompts, settings.num_class_images, settings.class_steps,
-            settings.class_images_dir, progress
+            model,
+            concepts,
+            settings.class_prompts,
+            settings.num_class_images,
+            settings.class_steps,
+            settings.class_images_dir,
+            progress,
         )
     trainable = method.prepare(pipe, concepts, settings.seed)
     optimizer = make_optimizer(trainable, settings.lr, pipe.device)
     first, losses = _restore(output / CHECKPOINTS, method, pipe, optimizer) if resume else (0, [])
     prep_seconds = time.perf_counter() - start
-    losses = _loop(pipe, method, trainable, optimizer, batches, settings, output, first, losses, progress)
+    losses = _loop(pipe, method, trainable, optimizer, batches, settings, output, first, losses, progress, on_step)
     train_seconds = time.perf_counter() - start - prep_seconds
     files = method.save(pipe, concepts, output)
     _plot_losses(losses, output / LOSS_CURVE, method.name)
@@ -240,6 +249,7 @@ def _loop(
     first: int,
     losses: list[float],
     progress: bool,
+    on_step: StepCallback | None = None,
 ) -> list[float]:
     noise_scheduler = training_scheduler(pipe)
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -259,6 +269,8 @@ def _loop(
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             done = step + 1
+            if on_step is not None:
+                on_step(done, losses[-1])
             if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
                 state = {"optimizer": optimizer.state_dict(), "losses": losses}
                 save_checkpoint(output / CHECKPOINTS, done, method.state(pipe), state)

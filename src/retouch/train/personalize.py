@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from retouch.errors import RetouchError
 from retouch.models.loading import LoadedModel
-from retouch.train.concept import ConceptMethod, ConceptResult, ConceptSettings, train_concept
+from retouch.train.concept import ConceptMethod, ConceptResult, ConceptSettings, StepCallback, train_concept
 from retouch.train.concept_data import load_concept_images
 from retouch.train.custom_diffusion import CustomDiffusion
 from retouch.train.dreambooth import DreamBooth
@@ -55,6 +55,7 @@ def personalize(
     settings: ConceptSettings | None = None,
     resume: bool = False,
     progress: bool = False,
+    on_step: StepCallback | None = None,
     **options: Any,
 ) -> ConceptResult:
     """Teach ``model`` one concept per (images folder, token[, class word]) with ``method`` and
@@ -76,4 +77,4 @@ def personalize(
     pipe = model.pipe
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     concepts = [load_concept_images(f, t, w, side) for f, t, w in zip(images, tokens, words, strict=True)]
-    return train_concept(model, built, concepts, settings, output, resume=resume, progress=progress)
+    return train_concept(model, built, concepts, settings, output, resume=resume, progress=progress, on_step=on_step)

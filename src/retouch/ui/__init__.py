@@ -1,8 +1,8 @@
 """``retouch serve``: a gradio web UI over the Python API.
 
-The UI holds no editing logic: ``handlers`` call the same functions the CLI calls (``edit``,
-``generate``, ``interpolate``, ``style_sweep``, ``imagic``, ``read_recipe``, ``replay``) and
-return what the components show; ``app`` lays the components out and wires them to the
+The UI holds no editing logic: the handlers call the same functions the CLI calls (``edit``,
+``generate``, ``instruct``, ``interpolate``, ``style_sweep``, ``imagic``, ``personalize``,
+``read_recipe``, ``replay``) and return what the components show; ``app`` lays the components out and wires them to the
 handlers; ``server`` launches it with its limits (local by default, no share link, uploads
 capped, only the outputs folder readable). gradio is imported only here.
 """

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from retouch.ui.concepts_tab import build_concepts_tab
 from retouch.ui.edit_tab import build_edit_tab
 from retouch.ui.generate_tab import build_generate_tab
 from retouch.ui.info_tab import build_info_tab
+from retouch.ui.instruct_tab import build_instruct_tab
 from retouch.ui.session import UISession
 from retouch.ui.steer_tab import build_imagic_tab, build_steer_tab
-
-NOT_YET = {
-    "Instruct": "Instruction editing (a picture and an instruction) is not in retouch yet; this tab will hold it.",
-    "Concepts": "Personalization (training a concept on 3-20 pictures) is not in retouch yet; this tab will hold it.",
-}
 
 
 def build_app(session: UISession) -> gr.Blocks:
@@ -23,15 +20,9 @@ def build_app(session: UISession) -> gr.Blocks:
         with gr.Tabs() as tabs:
             edit = build_edit_tab(session)
             generate = build_generate_tab(session, edit, tabs)
-            not_yet("Instruct")
+            build_instruct_tab(session)
             build_steer_tab(session)
             build_imagic_tab(session)
-            not_yet("Concepts")
+            build_concepts_tab(session, [edit.concepts, generate.fields["concepts"]])
             build_info_tab(session, edit, generate, tabs)
     return app
-
-
-def not_yet(name: str) -> None:
-    """A tab for a feature retouch does not have yet: shown greyed out, with what it will hold."""
-    with gr.Tab(name, interactive=False):
-        gr.Markdown(NOT_YET[name])

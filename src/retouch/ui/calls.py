@@ -41,9 +41,7 @@ def shown_errors(handler: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         ) from None
 
 
-def on_model(
-    session: UISession, request: gr.Request | None, handler: Callable[..., T], *args: Any, **kwargs: Any
-) -> T:
+def on_model(session: UISession, request: gr.Request | None, handler: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``handler(session, *args, **kwargs)`` holding the model, stopped by Cancel at its next step."""
 
     def run() -> T:

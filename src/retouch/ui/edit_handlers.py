@@ -16,6 +16,7 @@ from retouch.errors import RetouchError
 from retouch.io.convert import read_input_image
 from retouch.io.outputs import numbered_stem
 from retouch.io.png import read_recipe
+from retouch.models.adapters import adapters_applied
 from retouch.ui.session import UISession, public
 
 OVERLAY_COLOUR = np.array([255, 0, 64], dtype=np.float32)  # what the mask is tinted in
@@ -104,26 +105,29 @@ def run_edit(
     seed: str | float | None = None,
     guidance_scale: float | None = None,
     editor: dict[str, Any] | None = None,
+    concepts: list[str] | None = None,
 ) -> EditView:
-    """``retouch edit`` on an uploaded picture, saved under outputs/edit/ (the four files)."""
+    """``retouch edit`` on an uploaded picture (with the ``concepts`` picked by name), saved under
+    outputs/edit/ (the four files)."""
     if not picture:
         raise RetouchError("upload a picture to edit first")
     read_input_image(picture)  # a clear message for a non-image before anything is copied
     kept = session.keep_input(picture)
-    result = edit(
-        session.model,
-        kept,
-        source,
-        target,
-        method=method,
-        region=region,
-        mask=painted_mask(session, editor),
-        strength=strength_value(strength),
-        seed=seed_value(seed),
-        steps=int(steps),
-        guidance_scale=guidance_scale or None,
-        progress=True,
-    )
+    with adapters_applied(session.model, concepts=session.concept_folders(concepts)) as model:
+        result = edit(
+            model,
+            kept,
+            source,
+            target,
+            method=method,
+            region=region,
+            mask=painted_mask(session, editor),
+            strength=strength_value(strength),
+            seed=seed_value(seed),
+            steps=int(steps),
+            guidance_scale=guidance_scale or None,
+            progress=True,
+        )
     stem = numbered_stem(session.folder("edit"), result.report["seed"])
     files = result.save(stem.with_name(f"{stem.name}.png"))
     report = result.report

@@ -12,7 +12,7 @@ from retouch.core.schedulers import DEFAULT_STEPS, SCHEDULER_NAMES
 from retouch.core.seeding import random_seed
 from retouch.ui import handlers
 from retouch.ui.calls import MODEL_QUEUE, cancel_button, on_model
-from retouch.ui.edit_tab import SEED_HELP, EditTab
+from retouch.ui.edit_tab import SEED_HELP, EditTab, concept_picker
 from retouch.ui.session import UISession
 
 
@@ -43,6 +43,7 @@ def build_generate_tab(session: UISession, edit: EditTab, tabs: gr.Tabs) -> Gene
                     fields["width"] = gr.Number(0, precision=0, label="Width (0: the model's)")
                     fields["height"] = gr.Number(0, precision=0, label="Height (0: the model's)")
                 fields["num_images"] = gr.Slider(1, 8, value=1, step=1, label="Number of images")
+                fields["concepts"] = concept_picker(session)
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate-run")
                     cancel = gr.Button("Cancel")
@@ -62,11 +63,12 @@ def build_generate_tab(session: UISession, edit: EditTab, tabs: gr.Tabs) -> Gene
             width: float | None,
             height: float | None,
             num_images: int,
+            concepts: list[str] | None,
             request: gr.Request,
             progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (gradio's way to ask for progress)
         ) -> tuple[list[tuple[str, str]], list[str]]:
             settings = {"seed": seed, "steps": steps, "scheduler": scheduler, "guidance_scale": guidance_scale}
-            settings.update(width=width, height=height, num_images=num_images)
+            settings.update(width=width, height=height, num_images=num_images, concepts=concepts)
             pictures = on_model(session, request, handlers.run_generate, prompt, negative_prompt, **settings)
             return [(str(path), caption) for path, caption in pictures], [str(path) for path, _ in pictures]
 

@@ -17,6 +17,7 @@ from retouch.errors import RetouchError
 from retouch.io.convert import read_input_image
 from retouch.io.outputs import next_index, numbered_stem
 from retouch.io.png import PARAMETERS_KEY, read_recipe
+from retouch.models.adapters import adapters_applied
 from retouch.steer.interpolate import interpolate
 from retouch.steer.style import style_sweep
 from retouch.ui.edit_handlers import seed_value
@@ -42,21 +43,24 @@ def run_generate(
     width: float | None = None,
     height: float | None = None,
     num_images: int = 1,
+    concepts: list[str] | None = None,
 ) -> Gallery:
-    """``retouch generate``: the pictures saved under outputs/generate/, each captioned by its seed."""
-    result = generate(
-        session.model,
-        prompt,
-        negative_prompt=negative_prompt or "",
-        num_images=int(num_images),
-        seed=seed_value(seed),
-        steps=int(steps),
-        guidance_scale=guidance_scale or None,
-        scheduler=scheduler,
-        width=size_value(width),
-        height=size_value(height),
-        progress=True,
-    )
+    """``retouch generate`` (with the ``concepts`` picked by name): the pictures saved under
+    outputs/generate/, each captioned by its seed."""
+    with adapters_applied(session.model, concepts=session.concept_folders(concepts)) as model:
+        result = generate(
+            model,
+            prompt,
+            negative_prompt=negative_prompt or "",
+            num_images=int(num_images),
+            seed=seed_value(seed),
+            steps=int(steps),
+            guidance_scale=guidance_scale or None,
+            scheduler=scheduler,
+            width=size_value(width),
+            height=size_value(height),
+            progress=True,
+        )
     files = result.save(session.folder("generate"))
     return [(path, f"seed {recipe['seed']}") for path, recipe in zip(files, result.recipes, strict=True)]
 

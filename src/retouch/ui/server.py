@@ -44,6 +44,12 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+# gradio redraws a running event's elapsed-time counter and its ETA bar on every animation frame;
+# in a browser drawing in software on the server's own cores that steals a core from the model.
+# The progress bar and its "k/n steps" text stay: they change only when a step ends.
+STILL_PROGRESS_CSS = ".eta-bar, .meta-text, .meta-text-center { display: none !important; }"
+
+
 def launch_options(options: ServeOptions, outputs: Path = DEFAULT_OUTPUTS) -> dict[str, Any]:
     """``Blocks.launch``'s arguments for ``options`` (the browser may read ``outputs``); warns when
     the server is reachable from other machines with no password."""
@@ -68,6 +74,7 @@ def launch_options(options: ServeOptions, outputs: Path = DEFAULT_OUTPUTS) -> di
         "ssr_mode": False,
         "mcp_server": False,
         "footer_links": ["gradio", "settings"],
+        "css": STILL_PROGRESS_CSS,
     }
 
 

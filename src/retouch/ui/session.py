@@ -20,7 +20,7 @@ from typing import Any
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_bytes, check_writable
 from retouch.io.png import model_display_name
-from retouch.models.loading import LoadedModel
+from retouch.models.loading import DEFAULT_INSTRUCT_MODEL, LoadedModel, load_model
 
 DEFAULT_OUTPUTS = Path("outputs/ui")
 # An absolute POSIX path: a slash, folders, then the last part (kept, as the file's name).
@@ -38,8 +38,12 @@ class UISession:
     model: LoadedModel
     outputs: Path = DEFAULT_OUTPUTS  # every picture made is also saved here, with its recipe
     imagic_cache: Path | None = None  # Imagic's stage cache (None: ~/.cache/retouch/imagic)
+    instruct_model: str = DEFAULT_INSTRUCT_MODEL  # the Instruct tab's model, loaded when first used
+    concepts: dict[str, Path] = field(default_factory=dict)  # name -> concept folder, offered in the tabs
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancelled: dict[str, threading.Event] = field(default_factory=dict)  # browser session -> its flag
+    losses: dict[str, list[float]] = field(default_factory=dict)  # browser session -> its training's losses
+    _instruct: LoadedModel | None = field(default=None, repr=False)
 
     @property
     def model_label(self) -> str:
@@ -64,6 +68,27 @@ class UISession:
         """Stop ``client``'s run at its next step (a no-op when none runs)."""
         if client in self.cancelled:
             self.cancelled[client].set()
+
+    def instruct(self) -> LoadedModel:
+        """The instruct model, loaded on first use on the main model's device (hold ``run``)."""
+        if self._instruct is None:
+            self._instruct = load_model(self.instruct_model, device=self.model.pipe.device)
+        return self._instruct
+
+    def add_concept(self, folder: str | Path) -> str:
+        """Offer the concept in ``folder`` (a ``concept.json`` folder) in every tab; its name."""
+        folder = Path(folder).expanduser().resolve()
+        if not (folder / "concept.json").is_file():
+            raise RetouchError(f"{folder.name} holds no concept.json: give a folder `retouch train` wrote")
+        self.concepts[folder.name] = folder
+        return folder.name
+
+    def concept_folders(self, names: list[str] | None) -> list[Path]:
+        """The folders of the concepts picked by name in a tab."""
+        unknown = [name for name in names or [] if name not in self.concepts]
+        if unknown:
+            raise RetouchError(f"unknown concept {unknown[0]!r}; pick one of the list (or train it first)")
+        return [self.concepts[name] for name in names or []]
 
     def keep_input(self, path: str | Path) -> Path:
         """Copy an upload into ``outputs/inputs/``, so the recipe of what is made from it names a
