@@ -250,6 +250,7 @@ class InstructTrainer(Trainer):
                         return_tensors="pt").input_ids
         empty = tokenizer([""], padding="max_length", max_length=length, return_tensors="pt").input_ids
         unet, text_encoder, opt = self.accelerator.prepare(unet, text_encoder, opt)
+        ema.to(self.accelerator.device)  # its shadow weights follow the models (a GPU, say)
         bar = self._progress(c.steps, start, "instruct")
         data = (inputs, targets, regions, ids, empty[0])
         for step in range(start, c.steps):

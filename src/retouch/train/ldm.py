@@ -414,6 +414,7 @@ class Trainer:
         ).input_ids
         empty = tokenizer([""], padding="max_length", max_length=c.max_length, return_tensors="pt").input_ids
         unet, text_encoder, opt = self.accelerator.prepare(unet, text_encoder, opt)
+        ema.to(self.accelerator.device)  # its shadow weights follow the models (a GPU, say)
         bar = self._progress(c.unet_steps, start, "ldm")
         per_process = c.unet_batch_size // self.accelerator.num_processes
         for step in range(start, c.unet_steps):
