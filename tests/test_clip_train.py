@@ -34,7 +34,7 @@ TINY = ClipTrainConfig(steps=4, batch_size=8, warmup_steps=1, vision_hidden=32, 
                        log_every=2)  # fmt: skip
 
 
-LEARNS = replace(TINY, steps=24, batch_size=16, checkpoint_every=24, log_every=24)  # learns something in 2 s
+LEARNS = replace(TINY, steps=48, batch_size=16, checkpoint_every=48, log_every=48)  # learns something in 3 s
 HELD_OUT = 32  # scenes in the fixed batch the loss is measured on, drawn with a seed no step uses
 
 
@@ -76,17 +76,17 @@ def held_out_loss(folder) -> float:
 
 
 def test_training_beats_chance(tmp_path):
-    """24 steps take the loss on unseen scenes below the untrained model's (4.23, checked once)
+    """48 steps take the loss on unseen scenes below the untrained model's (5.56, checked once)
     and below ln(32), the loss of a uniform guess; and retrieval top-1 well above chance."""
     untrained = held_out_loss(save_untrained_clip(tmp_path / "untrained", LEARNS))
     result = train_clip(LEARNS, tmp_path / "trained", device="cpu", log=lambda _: None)
     trained = held_out_loss(result.folder)
-    assert untrained == pytest.approx(4.2316, abs=0.01)
-    assert trained < math.log(HELD_OUT) < untrained, (untrained, trained)  # 2.94 when checked
+    assert untrained == pytest.approx(5.5603, abs=0.01)  # 4.2316 before "diamond" joined the vocabulary
+    assert trained < math.log(HELD_OUT) < untrained, (untrained, trained)  # 2.20 when checked
     _, captions = Shapes64Source().sample(np.random.default_rng(RETRIEVAL_SEED), RETRIEVAL_SCENES)
     repeats = Counter(captions)
     chance = float(np.mean([repeats[c] / len(captions) for c in captions]))  # 0.011: a few captions repeat
-    assert result.retrieval_top1 > 3 * chance, (result.retrieval_top1, chance)  # 0.05 when checked
+    assert result.retrieval_top1 > 3 * chance, (result.retrieval_top1, chance)  # 0.12 when checked
 
 
 def test_resume_matches_an_uninterrupted_run(trained, tmp_path):
