@@ -167,6 +167,25 @@ def test_cli_writes_four_files_and_replay_is_bit_for_bit(instruct_dir, image_pat
     assert "identical to the source" in capsys.readouterr().out
 
 
+def test_cli_takes_an_embedding_and_replay_reapplies_it(instruct_dir, image_path, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    width = load_model(str(instruct_dir), "cpu").pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    embedding = tmp_path / "learned_embeds.safetensors"
+    save_file({"<thing>": torch.randn(width, generator=torch.Generator().manual_seed(0))}, embedding)
+    out = tmp_path / "out.png"
+    argv = ["instruct", str(image_path), "make the <thing> red", "--output", str(out), "--model", str(instruct_dir),
+            "--steps", str(STEPS), "--seed", "3", "--embedding", str(embedding), "--quiet"]
+    assert main(argv) == 0
+    adapters = read_recipe(out)["adapters"]
+    assert [(a["kind"], a["tokens"]) for a in adapters] == [("embedding", ["<thing>"])]
+    assert len(adapters[0]["sha256"]) == 64
+    capsys.readouterr()
+    assert main(["replay", str(out), "--quiet"]) == 0 and "identical to the source" in capsys.readouterr().out
+    save_file({"<thing>": torch.zeros(width)}, embedding)  # changed since: replay refuses
+    assert main(["replay", str(out), "--quiet"]) == 2 and "sha256" in capsys.readouterr().err
+
+
 def test_cli_refuses_four_channel_model_and_empty_instruction(tiny_model_dir, instruct_dir, image_path, tmp_path,
                                                               capsys):
     def run(instruction: str, model: Path) -> int:
@@ -301,6 +320,32 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_model_dir, tmp_pa
 
 
 # ---- the grammar ---------------------------------------------------------------------------
+
+
+@pytest.mark.distributed
+def test_accelerate_launch_trains_on_two_cpu_processes(tiny_model_dir, tmp_path):
+    """`accelerate launch` (torchrun; gloo, since there is no GPU) runs the instruct trainer on two
+    processes, each taking half of every batch; the main process logs and exports the model."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), "-m", "retouch", "--quiet", "train", "instruct",
+               "--base", str(tiny_model_dir), "--output", str(out), "--steps", "2", "--batch-size", "4",
+               "--num-triplets", "8"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "work" / "instruct_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["processes"]) for r in rows] == [(1, 2), (2, 2)]  # logged once, by the main process
+    assert load_model(str(out), device="cpu").pipe.unet.config.in_channels == 8
 
 
 def test_grammar_round_trip_every_kind_and_phrasing():

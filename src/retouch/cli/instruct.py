@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retouch.cli.common import add_global_flags, add_model_arguments, emit
+from retouch.cli.common import add_adapter_arguments, add_global_flags, add_model_arguments, emit, load_adapted_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -55,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"px over which --preserve's composite fades to the input (default: {DEFAULT_FEATHER_PX})",
     )
     add_model_arguments(parser, default=DEFAULT_INSTRUCT_MODEL)
+    add_adapter_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run)
     return parser
@@ -63,10 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from retouch.edit.instruct import instruct
     from retouch.edit.result import output_paths
-    from retouch.models.loading import load_model
 
     output_paths(args.output, (args.image,))  # before the model loads: a bad --output fails fast
-    model = load_model(args.model, args.device, args.dtype, args.config)
+    model = load_adapted_model(args, ("instruction", "negative_prompt"))
     result = instruct(
         model,
         args.image,

@@ -500,7 +500,8 @@ class Trainer:
         ema.step(params)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        self._record(stage, {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+        row = {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]}
+        self._record(stage, row | {"processes": self.accelerator.num_processes})
         if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == total:
             self._checkpoint(stage, step + 1, models, opt, sched, ema)
 
