@@ -15,6 +15,11 @@ position; captions ``a {size} {color} <star> on {a|an} {bg} background``), on th
 - time: training seconds, steps and seconds per step.
 Custom Diffusion also learns ``<star>`` and ``<diamond>`` together (one joint run) and merges two
 single runs (``retouch concept merge``); each concept is scored on its own prompts.
+With ``--edit N``, each trained ``<star>`` is also edited into N canonical pictures of the
+training shapes (``edit`` with source caption ``a large red circle on ...`` and target ``a large
+red <star> on ...``): success = the oracle (reserved shapes among its candidates) reads the
+target scene with the star in place (centre within 4 px); PSNR against the input outside the
+true edit region (old and new object) grown by 2 px.
 Prints figures; never fails on them.
 """
 
@@ -29,10 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_shapes_edit import preservation_psnr
 from PIL import Image
 from safetensors.torch import load_file
+from shapes_scoring import in_place
 
 from retouch.core.generate import generate
+from retouch.edit.api import edit
 from retouch.models.loading import load_model
 from retouch.train.concept import ConceptSettings
 from retouch.train.concept_merge import merge_concepts
@@ -41,7 +49,7 @@ from retouch.train.finetune import add_token
 from retouch.train.personalize import personalize
 from retouch.worlds import shapes64 as w
 
-TRAIN_SEED, PROMPT_SEED, DRIFT_SEED, PRIOR_SEED = 101, 202, 303, 404
+TRAIN_SEED, PROMPT_SEED, DRIFT_SEED, PRIOR_SEED, EDIT_SEED = 101, 202, 303, 404, 505
 # Settings per method on the bundled model (steps, learning rate, options, class images), chosen
 # after one look at 20 dev prompts (--split 1) with 150 steps; batch 4 everywhere. Class images:
 # the base model's own pictures of random canonical captions (all training shapes).
@@ -51,8 +59,13 @@ METHODS: dict[str, dict[str, Any]] = {
     "dreambooth": {"steps": 300, "lr": 1e-4, "options": {}, "prior": 40},
     "custom-diffusion": {"steps": 400, "lr": 2e-3, "options": {}, "prior": 40},
     # variants (--methods NAME): the token learns too
-    "dreambooth-text-encoder": {"method": "dreambooth", "steps": 300, "lr": 1e-4, "prior": 40,
-                                "options": {"train_text_encoder": True}},
+    "dreambooth-text-encoder": {
+        "method": "dreambooth",
+        "steps": 300,
+        "lr": 1e-4,
+        "prior": 40,
+        "options": {"train_text_encoder": True},
+    },
     "lora-unet": {"method": "lora", "steps": 600, "lr": 2e-3, "prior": 40, "options": {"train_text_encoder": False}},
 }
 CLASS_WORD = {"star": "cross", "diamond": "square"}  # class images: the nearest training shape
@@ -69,8 +82,11 @@ def training_scenes(shape: str, seed: int) -> list[w.Scene]:
     scenes = []
     for i in range(5):
         color, background = str(colors[i]), str(colors[(i + 5) % len(colors)])
-        scenes.append(w.sample_scene(rng, shapes=(shape,), color=color, background=background,
-                                     size=("small", "large")[i % 2], style="plain"))
+        scenes.append(
+            w.sample_scene(
+                rng, shapes=(shape,), color=color, background=background, size=("small", "large")[i % 2], style="plain"
+            )
+        )
     return scenes
 
 
@@ -108,6 +124,22 @@ def concept_score(model, shape: str, token: str, scenes: list[w.Scene], steps: i
     return score(model, scenes, [concept_caption(s, token) for s in scenes], steps, reserved=True)
 
 
+def edit_score(model, n: int, seed: int) -> dict[str, Any]:
+    """``n`` canonical pictures edited into ``<star>`` (item 4 of the issue), at edit's defaults."""
+    rng = np.random.default_rng(seed)
+    hits, psnrs = [], []
+    for i in range(n):
+        pair = w.make_edit(w.sample_scene(rng, style="plain"), "shape", "star")
+        source = pair.source.render()
+        output = np.asarray(
+            edit(model, source, pair.source_caption, concept_caption(pair.target, "<star>"), seed=i).image
+        )
+        reading = w.read_scene(output, reserved=True)
+        hits.append(all(reading.matches(pair.target).values()) and in_place(output, pair.target))
+        psnrs.append(preservation_psnr(source, output, pair.mask))
+    return {"n": n, "success": round(float(np.mean(hits)), 4), "psnr_outside_median": float(np.median(psnrs))}
+
+
 def drift_score(model, n: int, steps: int) -> dict[str, Any]:
     rng = np.random.default_rng(DRIFT_SEED)
     scenes = [w.sample_scene(rng, style="plain") for _ in range(n)]
@@ -118,14 +150,29 @@ def train(args, method: str, shapes: list[str], folder: Path, pictures: dict[str
     spec = METHODS[method]
     prior_rng = np.random.default_rng(PRIOR_SEED)  # the prior: the model's own pictures of canonical captions
     prior_prompts = tuple(w.sample_scene(prior_rng, style="plain").caption() for _ in range(spec.get("prior", 0)))
-    settings = ConceptSettings(steps=args.steps or spec["steps"], lr=spec["lr"], batch_size=4, seed=0,
-                               checkpoint_every=0, num_class_images=spec.get("prior", 0), class_steps=args.sample_steps,
-                               class_prompts=prior_prompts, prior_loss_weight=spec.get("prior_weight", 1.0))
+    settings = ConceptSettings(
+        steps=args.steps or spec["steps"],
+        lr=spec["lr"],
+        batch_size=4,
+        seed=0,
+        checkpoint_every=0,
+        num_class_images=spec.get("prior", 0),
+        class_steps=args.sample_steps,
+        class_prompts=prior_prompts,
+        prior_loss_weight=spec.get("prior_weight", 1.0),
+    )
     model = load_model(args.model, device="cpu")
     start = time.perf_counter()
-    result = personalize(model, spec.get("method", method), [pictures[s] for s in shapes],
-                         [f"<{s}>" for s in shapes], folder, class_words=[CLASS_WORD[s] for s in shapes],
-                         settings=settings, **spec["options"])
+    result = personalize(
+        model,
+        spec.get("method", method),
+        [pictures[s] for s in shapes],
+        [f"<{s}>" for s in shapes],
+        folder,
+        class_words=[CLASS_WORD[s] for s in shapes],
+        settings=settings,
+        **spec["options"],
+    )
     return result, time.perf_counter() - start
 
 
@@ -150,12 +197,18 @@ def run(args) -> dict[str, Any]:
     for method in args.methods:
         result, seconds = train(args, method, ["star"], work / method, pictures)
         figures = result.manifest["figures"]
-        row = {"steps": result.manifest["settings"]["steps"], "lr": result.manifest["settings"]["lr"],
-               "num_class_images": result.manifest["settings"]["num_class_images"],
-               "train_seconds": figures["train_seconds"], "seconds_per_step": figures["seconds_per_step"],
-               "total_seconds": round(seconds, 1),
-               "star": concept_score(result.model, "star", "<star>", held["star"], args.sample_steps),
-               "drift": drift_score(result.model, args.prompts, args.sample_steps)}
+        row = {
+            "steps": result.manifest["settings"]["steps"],
+            "lr": result.manifest["settings"]["lr"],
+            "num_class_images": result.manifest["settings"]["num_class_images"],
+            "train_seconds": figures["train_seconds"],
+            "seconds_per_step": figures["seconds_per_step"],
+            "total_seconds": round(seconds, 1),
+            "star": concept_score(result.model, "star", "<star>", held["star"], args.sample_steps),
+            "drift": drift_score(result.model, args.prompts, args.sample_steps),
+        }
+        if args.edit:
+            row["edit"] = edit_score(result.model, args.edit, EDIT_SEED + args.split)
         report["methods"][method] = row
         print(method, json.dumps(row), flush=True)
     if args.multi:
@@ -191,6 +244,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps for every method (default: METHODS')")
     parser.add_argument("--sample-steps", type=int, default=25, help="sampling steps (default 25)")
     parser.add_argument("--multi", action="store_true", help="also Custom Diffusion's <star> + <diamond>")
+    parser.add_argument("--edit", type=int, default=0, metavar="N", help="also edit <star> into N pictures")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)

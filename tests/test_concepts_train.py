@@ -187,6 +187,32 @@ def test_resume_after_kill_9_of_the_cli(tiny_model_dir, tmp_path):
     assert json.loads((killed / "concept.json").read_text())["figures"]["resumed_at_step"] > 0
 
 
+@pytest.mark.distributed
+def test_accelerate_launch_trains_a_concept_on_two_cpu_processes(tiny_model_dir, tmp_path):
+    """torchrun with two gloo CPU processes: each takes half of every batch, the gradients are
+    averaged, the class images are drawn once (main process first) and the main process writes
+    the files, which plain loading reads."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pictures, out = write_pictures(tmp_path / "pictures", 3), tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), "-m", "retouch", "--quiet", "train", "dreambooth",
+               "--images", str(pictures), "--token", "<star>", "--class-word", "cross", "--steps", "2",
+               "--batch-size", "2", "--num-class-images", "2", "--class-images-dir", str(tmp_path / "class"),
+               "--model", str(tiny_model_dir), "--output", str(out)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "concept.json").read_text())
+    assert manifest["figures"]["processes"] == 2 and manifest["settings"]["steps"] == 2
+    assert len(list((tmp_path / "class").rglob("*.png"))) == 2  # drawn once, not once per process
+    assert load_model(str(out / manifest["files"]["model"]), device="cpu").pipe.unet is not None
+
+
 def test_class_images_are_generated_by_the_base_model_once_and_cached(tiny_model, tmp_path):
     from retouch.train.concept_prior import class_images
 

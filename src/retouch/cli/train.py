@@ -116,6 +116,8 @@ def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: 
 
 
 def run_concept(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from retouch.models.loading import load_model
     from retouch.train.concept import ConceptSettings
     from retouch.train.personalize import personalize
@@ -131,6 +133,8 @@ def run_concept(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device, args.dtype, args.config)
     result = personalize(model, args.method, args.images, args.token, args.output, class_words=args.class_word,
                          settings=settings, resume=args.resume, progress=not (args.quiet or args.json), **options)
+    if not PartialState().is_main_process:  # under accelerate launch: one report, from the main process
+        return 0
     figures = result.manifest["figures"]
     emit(args, {"concept": str(result.folder), **result.manifest},
          [f"{args.method}: {', '.join(result.manifest['tokens'])} written to {result.folder} "

@@ -9,6 +9,7 @@ an uninterrupted one, checkpoints, the progress bar, the loss curve and ``concep
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -21,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
+from accelerate.utils import reduce
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from tqdm.auto import tqdm
 
@@ -135,17 +138,27 @@ def train_concept(
     """Teach ``model`` the ``concepts`` with ``method`` and write its files and ``concept.json`` to
     ``output``. With ``resume``, continue from the newest checkpoint there. ``model`` is trained in
     place. A second trainer on ``output`` is refused while this one runs. ``on_step(step, loss)``
-    is called after every optimizer step (a live loss curve, say)."""
+    is called after every optimizer step (a live loss curve, say).
+
+    Under ``accelerate launch`` with several processes each takes ``batch_size / processes`` of
+    every step's pictures (its own draws) and the gradients are averaged, so every process holds
+    the same weights; the main process alone checks and locks ``output`` and writes the files."""
     if settings.lr is None:
         settings = replace(settings, lr=method.default_lr)
     check_settings(settings)
     output = Path(output)
-    _check_output(output, resume)
-    lock = lock_folder(output, TRAIN_LOCK, "retouch train")
+    team = PartialState(cpu=model.pipe.device.type == "cpu")
+    if team.num_processes > 1 and settings.batch_size % team.num_processes:
+        raise RetouchError(f"--batch-size {settings.batch_size} does not split over {team.num_processes} processes")
+    lock = None
+    if team.is_main_process:
+        _check_output(output, resume)
+        lock = lock_folder(output, TRAIN_LOCK, "retouch train")
     try:
-        return _train(model, method, list(concepts), settings, output, resume, progress, on_step)
+        return _train(model, method, list(concepts), settings, output, resume, progress, on_step, team)
     finally:
-        lock.release(remove=True)
+        if lock is not None:
+            lock.release(remove=True)
 
 
 def _check_output(output: Path, resume: bool) -> None:
@@ -167,7 +180,8 @@ def _train(
     output: Path,
     resume: bool,
     progress: bool,
-    on_step: StepCallback | None = None,
+    on_step: StepCallback | None,
+    team: PartialState,
 ) -> ConceptResult:
     start = time.perf_counter()
     pipe = model.pipe
@@ -176,27 +190,35 @@ def _train(
         torch.cat([encode_pictures(pipe, c.images) for c in concepts]), [t for c in concepts for t in c.captions]
     )
     if method.uses_prior and settings.num_class_images:
-        batches.class_latents, batches.class_captions = class_batches(
-            model,
-            concepts,
-            settings.class_prompts,
-            settings.num_class_images,
-            settings.class_steps,
-            settings.class_images_dir,
-            progress,
-        )
+        with team.main_process_first():  # the main process draws the class images; the others read its cache
+            batches.class_latents, batches.class_captions = class_batches(
+                model,
+                concepts,
+                settings.class_prompts,
+                settings.num_class_images,
+                settings.class_steps,
+                settings.class_images_dir,
+                progress and team.is_main_process,
+            )
     trainable = method.prepare(pipe, concepts, settings.seed)
     optimizer = make_optimizer(trainable, settings.lr, pipe.device)
     first, losses = _restore(output / CHECKPOINTS, method, pipe, optimizer) if resume else (0, [])
     prep_seconds = time.perf_counter() - start
-    losses = _loop(pipe, method, trainable, optimizer, batches, settings, output, first, losses, progress, on_step)
+    losses = _loop(
+        pipe, method, trainable, optimizer, batches, settings, output, first, losses, progress, on_step, team
+    )
     train_seconds = time.perf_counter() - start - prep_seconds
+    if not team.is_main_process:
+        team.wait_for_everyone()  # the main process writes the files
+        return ConceptResult(output, json.loads((output / MANIFEST).read_text()), losses, model)
     files = method.save(pipe, concepts, output)
     _plot_losses(losses, output / LOSS_CURVE, method.name)
     timing = (prep_seconds, train_seconds, first)
     manifest = _manifest(model, method, concepts, settings, base_sha, files, losses, timing)
+    manifest["figures"]["processes"] = team.num_processes
     atomic_write_json(output / MANIFEST, manifest)
     shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
+    team.wait_for_everyone()
     return ConceptResult(output, manifest, losses, model)
 
 
@@ -218,20 +240,24 @@ def step_loss(
     batches: ConceptBatches,
     settings: ConceptSettings,
     step: int,
+    part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
     """Step ``step``'s loss, its draws seeded by (seed, step) alone: pictures, then class images
-    (DreamBooth's prior preservation, Ruiz et al. 2022 eq. 2), then noise and timesteps."""
-    rng = np.random.default_rng([settings.seed, step])
-    picks = rng.integers(0, len(batches.latents), settings.batch_size)
+    (DreamBooth's prior preservation, Ruiz et al. 2022 eq. 2), then noise and timesteps. With
+    ``part`` = (process, processes) and several processes, that process's share of the batch,
+    seeded by (seed, step, process)."""
+    process, processes = part
+    rng = np.random.default_rng([settings.seed, step] + ([process] if processes > 1 else []))
+    n = settings.batch_size // processes
+    picks = rng.integers(0, len(batches.latents), n)
     latents, captions = batches.latents[picks], [batches.captions[i] for i in picks]
     if batches.class_latents is not None:
-        prior = rng.integers(0, len(batches.class_latents), settings.batch_size)
+        prior = rng.integers(0, len(batches.class_latents), n)
         latents = torch.cat([latents, batches.class_latents[prior]])
         captions += [batches.class_captions[i] for i in prior]
     generator = torch.Generator("cpu").manual_seed(int(rng.integers(2**62)))
     embeds = encode_captions(pipe, captions)  # (batch, tokens, dim)
     prediction, target = prediction_and_target(pipe.unet, noise_scheduler, latents.to(pipe.device), embeds, generator)
-    n = settings.batch_size
     loss = F.mse_loss(prediction[:n], target[:n])
     if batches.class_latents is not None:
         loss = loss + settings.prior_loss_weight * F.mse_loss(prediction[n:], target[n:])
@@ -249,7 +275,8 @@ def _loop(
     first: int,
     losses: list[float],
     progress: bool,
-    on_step: StepCallback | None = None,
+    on_step: StepCallback | None,
+    team: PartialState,
 ) -> list[float]:
     noise_scheduler = training_scheduler(pipe)
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -258,12 +285,18 @@ def _loop(
         p.requires_grad_(True)
     pipe.unet.train()
     pipe.text_encoder.train()
-    bar = tqdm(range(first, settings.steps), desc=method.name, disable=not progress, leave=False)
+    shown = progress and team.is_main_process
+    bar = tqdm(range(first, settings.steps), desc=method.name, disable=not shown, leave=False)
     try:
         for step in bar:
-            loss = step_loss(pipe, noise_scheduler, batches, settings, step)
+            loss = step_loss(pipe, noise_scheduler, batches, settings, step, (team.process_index, team.num_processes))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if team.num_processes > 1:  # every process steps with the mean gradient: the weights stay equal
+                for p in trainable:
+                    if p.grad is not None:
+                        p.grad = reduce(p.grad, "mean")
+                loss = reduce(loss.detach(), "mean")
             optimizer.step()
             method.after_step(pipe)
             losses.append(float(loss.detach()))
@@ -271,7 +304,8 @@ def _loop(
             done = step + 1
             if on_step is not None:
                 on_step(done, losses[-1])
-            if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
+            due = settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps
+            if due and team.is_main_process:
                 state = {"optimizer": optimizer.state_dict(), "losses": losses}
                 save_checkpoint(output / CHECKPOINTS, done, method.state(pipe), state)
     finally:
