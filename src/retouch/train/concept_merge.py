@@ -117,7 +117,12 @@ def _merge_weights(model: LoadedModel, paths: list[Path], manifests: list[dict[s
     """Every trained key/value weight merged by ``merged_weight``."""
     concepts = [c for m in manifests for c in m["concepts"]]
     feats = [caption_features(model, [t for c in m["concepts"] for t in c["captions"]]) for m in manifests]
+    # The captions whose outputs the merge keeps as the base model's: the training captions with the
+    # class word for the token, and the class images' prompts when prior preservation had some (the
+    # paper uses 200,000 LAION captions; with only a handful, M is far from full rank and the merged
+    # weights stray on every other caption).
     reg_captions = [_with_class_word(t, c["token"], c["class_word"]) for c in concepts for t in c["captions"]]
+    reg_captions += [p for m in manifests for p in m.get("settings", {}).get("class_prompts") or []]
     c_reg = caption_features(model, reg_captions)
     states = [load_file(p / m["files"]["custom_diffusion"]) for p, m in zip(paths, manifests, strict=True)]
     c = torch.cat(feats)
