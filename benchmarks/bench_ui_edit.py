@@ -8,6 +8,8 @@ Two references, both on the same picture, captions and seed as the browser's run
 - ``edit()`` in this process with the model already loaded, as the server has it (the strict one:
   only what the UI adds is measured);
 - the ``retouch edit`` command, as a user runs it (a new process: imports, model load, edit).
+The server runs the model with the threads `retouch serve` uses (``server_threads``: one core
+left to the event loop and the browser), the references with torch's default, as `retouch edit`.
 Each repeat uses a fresh seed (the UI and both references share it, so each does the same work,
 with ``--tries auto`` included) and the browser runs on the same two cores as the server. Never
 fails on time.
@@ -24,11 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from retouch.edit.api import edit
 from retouch.models.loading import load_model
 from retouch.ui import ServeOptions, UISession, serve
+from retouch.ui.server import server_threads
 from retouch.worlds.shapes64 import Scene
 
 SOURCE = "a large red circle on a blue background"
@@ -89,6 +93,7 @@ def main() -> None:
     port = free_port()
     app = serve(UISession(model, outputs=work / "outputs"), ServeOptions(port=port), block=False)
     direct, ui, cli = [], [], []
+    default_threads = torch.get_num_threads()  # as `retouch edit` runs the model
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 1500})
@@ -99,7 +104,9 @@ def main() -> None:
             start = time.perf_counter()
             edit(model, picture, SOURCE, TARGET, seed=seed)
             direct.append(time.perf_counter() - start)
+            torch.set_num_threads(server_threads())  # as `retouch serve` runs the model
             ui.append(browser_round_trip(page, picture, seed))
+            torch.set_num_threads(default_threads)
             cli.append(cli_edit(picture, seed, work / f"cli-{seed}.png"))
             print(f"repeat {repeat}: edit() {direct[-1]:.2f} s, browser {ui[-1]:.2f} s, retouch edit {cli[-1]:.2f} s")
         if args.screenshots:

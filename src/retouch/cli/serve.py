@@ -25,6 +25,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--max-file-size", default="10mb", metavar="SIZE", help="largest upload, e.g. 10mb or 500kb (default: 10mb)"
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads for a model on the CPU (default: one fewer than the cores, at least 1: the "
+        "spare core serves the web server and a local browser)",
+    )
+    parser.add_argument(
         "--instruct-model",
         default=None,
         metavar="M",
@@ -44,12 +52,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from retouch.models.loading import load_model
     from retouch.ui import ServeOptions, UISession, launch_options, serve
+    from retouch.ui.server import server_threads
 
     options = ServeOptions(host=args.host, port=args.port, auth=args.auth, max_file_size=args.max_file_size)
     launch_options(options, args.outputs)  # a bad --auth, --port or --outputs fails before the model loads
+    threads = server_threads(args.threads)  # a bad --threads fails before the model loads
     model = load_model(args.model, args.device, args.dtype, args.config)
+    if model.pipe.device.type == "cpu":
+        torch.set_num_threads(threads)
     session = UISession(model, outputs=args.outputs)
     if args.instruct_model:
         session.instruct_model = args.instruct_model
