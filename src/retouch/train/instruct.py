@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +49,7 @@ from retouch.train.ldm import (
     pixels_to_tensor,
     plot_curves,
 )
+from retouch.train.recipe_check import recipe_from_json
 from retouch.train.tokenizer import build_clip_tokenizer
 
 IMAGE_CHANNELS = 4  # the input picture's latents, concatenated after the noisy latents
@@ -93,11 +94,7 @@ class InstructConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> InstructConfig:
-        raw = json.loads(Path(path).read_text())
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown recipe fields {sorted(unknown)}")
-        return cls(**raw)
+        return recipe_from_json(cls, path)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

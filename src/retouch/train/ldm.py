@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from retouch.errors import RetouchError
 from retouch.io.locks import lock_folder
 from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint, save_checkpoint
 from retouch.train.data import Source, make_source
-from retouch.train.recipe_check import check_recipe
+from retouch.train.recipe_check import check_recipe, recipe_from_json
 from retouch.train.tokenizer import build_clip_tokenizer
 
 Log = Callable[[str], None]
@@ -141,15 +141,7 @@ class LDMConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> LDMConfig:
-        raw = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown recipe fields {sorted(unknown)}")
-        for f in fields(cls):
-            if f.name in raw and isinstance(raw[f.name], list):
-                raw[f.name] = tuple(raw[f.name])
-        return cls(**raw)
+        return recipe_from_json(cls, path)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

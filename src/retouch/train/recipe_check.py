@@ -4,13 +4,27 @@ string for a count or a negative batch size must stop the run with a message, no
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from retouch.core.limits import Limit, check_number
 from retouch.errors import RetouchError
+
+T = TypeVar("T")
+
+
+def recipe_from_json(cls: type[T], path: str | Path) -> T:
+    """The dataclass recipe ``cls`` read from the JSON file ``path``: unknown fields refused, JSON
+    lists turned into the tuples the fields hold."""
+    raw = json.loads(Path(path).read_text())
+    unknown = set(raw) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe fields {sorted(unknown)}")
+    return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in raw.items()})
 
 
 def check_recipe(config: Any, limits: Mapping[str, Limit], choices: Mapping[str, tuple[str, ...]]) -> None:

@@ -34,9 +34,8 @@ def picture_changed(path: str | None, painting: bool) -> tuple[Any, Any, Any]:
     editor's background when the painting panel is open (else nothing: the editor draws in
     WebGL, which costs a browser that draws in software a second per picture, so it loads only
     when opened); a file that is not a picture is refused here, with the message."""
-    if not path:
+    if not picture_preview(path):
         return None, gr.update(), None
-    shown_errors(read_input_image, path)
     caption = edit_handlers.caption_from_recipe(path)
     return path, (caption or gr.update()), editor_value(path if painting else None)
 
