@@ -48,7 +48,7 @@ BARS = {"success": 0.75, "psnr_median": 28.0, "seconds_per_image": 90.0}
 
 def run_pair(model: LoadedModel, pair: shapes64.EditPair, seed: int, cache: Path, args: argparse.Namespace) -> Any:
     return imagic(
-        model, pair.source.render(), pair.target_caption, eta="auto", seed=seed, seeds=args.seeds,
+        model, pair.source.render(), pair.target_caption, eta="auto", seed=seed, seeds=args.seeds, tries=args.tries,
         embed_steps=args.embed_steps, tune_steps=args.tune_steps, steps=args.steps,
         guidance_scale=args.guidance_scale, judge=args.judge, cache_dir=cache,
     )  # fmt: skip
@@ -98,6 +98,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "psnr_median": float(np.median(psnr)) if psnr else math.nan,
         "seconds_per_image": statistics.median(r["seconds"] for r in done) if done else math.nan,
         "eta_median": statistics.median(r["eta"] for r in done) if done else math.nan,
+        "sweeps_per_image": float(np.mean([r.get("tries", 1) for r in done])) if done else math.nan,
     }
 
 
@@ -111,7 +112,12 @@ def run_item(item: tuple[int, str, shapes64.EditPair]) -> dict[str, Any]:
         try:
             result = run_pair(worker_model(), pair, args.seed + i, Path(cache), args)
             row.update(score(pair, np.asarray(result.image)))
-            row.update(eta=result.report["eta"], accepted=result.report["choice"]["accepted"], error=None)
+            row.update(
+                eta=result.report["eta"],
+                accepted=result.report["choice"]["accepted"],
+                tries=result.report["tries"]["drawn"],
+                error=None,
+            )
         except Exception as e:  # one failure must not stop the benchmark
             row["error"] = f"{type(e).__name__}: {e}"
     row["seconds"] = time.perf_counter() - start
@@ -164,6 +170,12 @@ def main() -> None:
     parser.add_argument("--model", default="shapes-64")
     add_split_arguments(parser)
     parser.add_argument("--seeds", type=int, default=1, help="seeds per eta")
+    parser.add_argument(
+        "--tries",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="sweeps from the next seeds while none is accepted (default: auto, as imagic)",
+    )
     parser.add_argument("--embed-steps", type=int, default=None, help="default: sized to the model")
     parser.add_argument("--tune-steps", type=int, default=None, help="default: sized to the model")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)

@@ -22,6 +22,11 @@ of the way from the plain palette colour toward white (0 plain, 0.5 pastel). Bar
 rises with theta (no step down by more than TOL, and up by >= RISE overall) in >= 90% of
 captions; theta = 0 equals the plain generation bit for bit in every caption. White
 backgrounds are left out of (b): their pastel blend is too close to themselves to measure.
+(c) The automatic amount (``--parts c``): "pastel" on N other plain captions, at the default
+amount and at ``--amount auto`` (the oracle's choice from 0.0..2.0). Each picture is scored on
+its own: success when the oracle reads the pastel caption and the object's centre lies within
+4 px of the plain picture's. The oracle also judges the choice, so (c) shows what the choice is
+worth over the default where the world can judge, not an independent check of the judge.
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
-from shapes_scoring import add_split_arguments, base_seed
+from shapes_scoring import PLACE_TOLERANCE_PX, add_split_arguments, base_seed
+from shapes_scoring import object_centre as object_centre_read
 from workers import map_in_workers, worker_model, worker_settings
 
 from retouch.core.generate import DEFAULT_SCHEDULER, generate
 from retouch.models.loading import load_model
 from retouch.steer.interpolate import interpolate
-from retouch.steer.style import stylize
+from retouch.steer.style import DEFAULT_STYLE_AMOUNT, stylize
+from retouch.steer.style_auto import stylize_auto
 from retouch.worlds import shapes64
 
 FRAMES = 9
@@ -163,13 +171,19 @@ def style_row(item: tuple[shapes64.Scene, int]) -> dict[str, Any]:
     }
 
 
-def bench_style(args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str, Any]:
-    rng = np.random.default_rng(args.seed + 1)
+def plain_captions(args: argparse.Namespace, rng_offset: int, seed_offset: int) -> list[tuple[shapes64.Scene, int]]:
+    """N plain scenes on a non-white background (white's pastel is too near itself), each with its seed."""
+    rng = np.random.default_rng(args.seed + rng_offset)
     backgrounds = [c for c in shapes64.COLORS if c != "white"]
-    items = [
-        (shapes64.sample_scene(rng, style="plain", background=str(rng.choice(backgrounds))), args.seed * 1000 + 500 + i)
+    return [
+        (shapes64.sample_scene(rng, style="plain", background=str(rng.choice(backgrounds))),
+         args.seed * 1000 + seed_offset + i)
         for i in range(args.n)
-    ]
+    ]  # fmt: skip
+
+
+def bench_style(args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str, Any]:
+    items = plain_captions(args, rng_offset=1, seed_offset=500)
     rows = map_in_workers(style_row, items, args.workers, args.model, None, sampling)
     n = args.n
     pastel_read = np.mean([row["pastel_read"] for row in rows], axis=0)
@@ -180,6 +194,43 @@ def bench_style(args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str,
         "zero_identical_rate": float(np.mean([row["zero_identical"] for row in rows])),
         "mean_blend_per_strength": np.mean([row["blends"] for row in rows], axis=0).round(3).tolist(),
         "oracle_pastel_rate_per_strength": pastel_read.round(3).tolist(),
+    }
+
+
+def style_auto_row(item: tuple[shapes64.Scene, int]) -> dict[str, Any]:
+    """One plain caption: "pastel" at the default amount, and at the amount the oracle chooses
+    (``--amount auto``), each scored on its own: the oracle reads the pastel caption, and the
+    object's centre lies within 4 px of the plain picture's."""
+    scene, image_seed = item
+    model, sampling, caption = worker_model(), worker_settings(), scene.caption()
+    target = replace(scene, style="pastel")
+    plain = np.asarray(generate(model, caption, seed=image_seed, **sampling).images[0].convert("RGB"))
+    fixed = stylize(model, caption, "pastel", DEFAULT_STYLE_AMOUNT, "phrase", seed=image_seed, **sampling)
+    chosen = stylize_auto(model, caption, "pastel", "phrase", seed=image_seed, **sampling)
+
+    def judged(picture: Image.Image) -> dict[str, Any]:
+        image = np.asarray(picture.convert("RGB"))
+        reads = all(shapes64.read_scene(image).matches(target).values())
+        got, was = object_centre_read(image), object_centre_read(plain)
+        shift = float(np.hypot(got[0] - was[0], got[1] - was[1])) if got and was else float("inf")
+        return {"reads": reads, "shift": shift, "success": reads and shift <= PLACE_TOLERANCE_PX}
+
+    return {"fixed": judged(fixed.images[0]), "auto": judged(chosen.images[0]), "amount": chosen.report["amount"],
+            "auto_accepted": chosen.report["accepted"]}  # fmt: skip
+
+
+def bench_style_auto(args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str, Any]:
+    items = plain_captions(args, rng_offset=2, seed_offset=700)
+    rows = map_in_workers(style_auto_row, items, args.workers, args.model, None, sampling)
+    return {
+        "captions": args.n,
+        "fixed_amount": DEFAULT_STYLE_AMOUNT,
+        "success_fixed": float(np.mean([row["fixed"]["success"] for row in rows])),
+        "success_auto": float(np.mean([row["auto"]["success"] for row in rows])),
+        "pastel_read_fixed": float(np.mean([row["fixed"]["reads"] for row in rows])),
+        "pastel_read_auto": float(np.mean([row["auto"]["reads"] for row in rows])),
+        "amount_median": float(np.median([row["amount"] for row in rows])),
+        "amounts": [row["amount"] for row in rows],
     }
 
 
@@ -200,7 +251,8 @@ def main() -> None:
     parser.add_argument("--hold-common", type=float, default=0.0, metavar="FRACTION",
                         help="(a) keep what the two captions share from the first frame for this "
                              "fraction of the steps (default: 0, off)")
-    parser.add_argument("--parts", choices=("ab", "a", "b"), default="ab", help="run (a), (b) or both (default)")
+    parser.add_argument("--parts", choices=("ab", "a", "b", "c", "abc"), default="ab",
+                        help="run (a), (b), both (default), (c) the automatic amount, or all three")
     args = parser.parse_args()
     args.seed = base_seed(args, "steer")
 
@@ -219,13 +271,17 @@ def main() -> None:
     start = time.perf_counter()
     style = bench_style(args, sampling) if "b" in args.parts else None
     style_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    style_auto = bench_style_auto(args, sampling) if "c" in args.parts else None
+    auto_seconds = time.perf_counter() - start
     figures = {
         "model": loaded.name,
         "n": args.n,
         **sampling,
         "interpolation": interp,
         "style": style,
-        "seconds": {"interpolation": interp_seconds, "style": style_seconds},
+        "style_auto": style_auto,
+        "seconds": {"interpolation": interp_seconds, "style": style_seconds, "style_auto": auto_seconds},
         "device": str(loaded.device),
     }
     print(json.dumps(figures, indent=2))

@@ -18,7 +18,7 @@ from retouch.edit import MaskConfig, edit, masks
 from retouch.edit.judge import clip_judge, make_judge, oracle_judge
 from retouch.edit.layer import composite, feather_alpha
 from retouch.edit.llm import chat_completions_url, llm_region
-from retouch.edit.region import RegionGuess, caption_region, combine, image_evidence, is_recolor
+from retouch.edit.region import RegionGuess, caption_region, combine, image_evidence, is_recolor, picture_region
 from retouch.edit.strength import search_strength, strength_for
 from retouch.errors import RetouchError
 from retouch.io.convert import check_size, pad_to_multiple, to_rgb
@@ -37,6 +37,20 @@ def test_canonical_captions_give_the_region_exactly(kind):
         guess = caption_region(pair.source_caption, pair.target_caption)
         assert (guess.region, guess.confidence, guess.exact) == (pair.region, 1.0, True)
         assert guess.evidence["changed"] == [kind]
+
+
+@pytest.mark.parametrize("kind", ["background", "color", "shape", "size", "style"])
+def test_without_a_source_caption_the_oracle_reads_what_the_picture_lacks(kind):
+    rng = np.random.default_rng(8)
+    for _ in range(10):
+        pair = w.sample_edit(rng, kind)
+        guess = picture_region(pair.source.render(), pair.target_caption)
+        assert guess is not None and (guess.region, guess.exact) == (pair.region, True)
+        assert guess.evidence["changed"] == [kind]
+    scene = w.sample_edit(rng, "color").target
+    assert picture_region(scene.render(), scene.caption()) is None  # nothing lacking: the map decides
+    assert picture_region(scene.render(), "a photo of a cat") is None  # not the world's caption
+    assert picture_region(scene.render()[:32], scene.caption()) is None  # not a picture the oracle reads
 
 
 @pytest.mark.parametrize(
@@ -527,3 +541,13 @@ def test_snap_foreground_grows_a_partial_map_to_the_whole_object():
     covered = masks.upsample_mask(snapped, 4)
     assert covered[scene.coverage() > 0].all()
     assert snapped.sum() < 0.5 * snapped.size and (snapped | coarse).sum() == snapped.sum()
+
+
+def test_snap_foreground_moves_a_map_that_missed_the_object_onto_the_nearest_one():
+    scene = w.Scene("gray", "purple", "cross", "small", x0=6, y0=40)  # bottom left, 20 px
+    coarse = np.zeros((16, 16), dtype=bool)
+    coarse[2:5, 9:12] = True  # empty background, top right
+    snapped = masks.snap_foreground(coarse, scene.render(), 4, box=True)
+    covered = masks.upsample_mask(snapped, 4)
+    assert covered[scene.coverage() > 0].all()  # the object's box, and nothing of the empty patch
+    assert not (snapped & coarse).any() and snapped.sum() <= 6 * 6  # a 20-px box spans 6 cells at most

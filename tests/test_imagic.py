@@ -193,6 +193,25 @@ def test_auto_eta_follows_the_judge(tiny_model, picture, tmp_path, scores, accep
     assert result.recipe["eta"] == report["eta"] and result.recipe["seed"] == report["seed"]
 
 
+def test_tries_sweep_again_from_the_next_seed_only_while_none_is_accepted(tiny_model, picture, tmp_path):
+    # sweep 1 (seed 10): nothing accepted; sweep 2 (seed 11): accepted from its second eta; no third sweep
+    judge = ScriptedJudge([0.1, 0.4, 0.2, 0.3, 0.9, 0.5, 0.0, 0.0, 0.0], accept_from=4)
+    grid = {"eta_grid": (0.0, 0.5, 1.0), "tries": 3}
+    result = imagic(tiny_model, picture, TARGET, eta="auto", seed=10, judge=judge, cache_dir=tmp_path, **grid, **FAST)
+    report = result.report
+    assert judge.calls == 6 and report["tries"] == {"allowed": 3, "drawn": 2}
+    assert [(s["eta"], s["seed"]) for s in report["sweep"]] == [(e, s) for s in (10, 11) for e in (0.0, 0.5, 1.0)]
+    assert (report["eta"], report["seed"]) == (0.5, 11) and report["choice"]["accepted"]
+    assert result.recipe["seed"] == 11 and result.recipe["eta"] == 0.5
+    judge = ScriptedJudge([0.1, 0.4, 0.2, 0.3, 0.9, 0.5], accept_from=None)  # never accepted: tries run out
+    result = imagic(tiny_model, picture, TARGET, eta="auto", seed=10, judge=judge, cache_dir=tmp_path,
+                    eta_grid=(0.0, 0.5, 1.0), tries=2, **FAST)  # fmt: skip
+    assert judge.calls == 6 and result.report["tries"]["drawn"] == 2
+    assert (result.report["eta"], result.report["seed"]) == (0.5, 11) and not result.report["choice"]["accepted"]
+    with pytest.raises(RetouchError, match="tries must be"):
+        imagic(tiny_model, picture, TARGET, eta="auto", judge=judge, tries=0, **FAST)
+
+
 def test_report_and_recipe_fields(tiny_model, picture, tmp_path):
     result = imagic(tiny_model, picture, TARGET, eta=0.6, seed=2, cache_dir=tmp_path, **FAST)
     report, recipe = result.report, result.recipe

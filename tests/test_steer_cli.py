@@ -15,6 +15,7 @@ from retouch.io.png import read_recipe, save_png
 from retouch.models.tiny import save_tiny_pipeline
 
 PROMPT = "a large red circle on a blue background, pastel"
+CLIP = str(Path(__file__).parents[1] / "src" / "retouch" / "assets" / "shapes-64-clip")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,24 @@ def test_style_single_and_sweep(model_dir: str, tmp_path: Path, capsys) -> None:
         assert np.array_equal(_pixels(old["files"][0]), _pixels(single["files"][0]))
 
 
+def test_style_amount_auto_judged_by_a_clip_folder(model_dir: str, tmp_path: Path, capsys) -> None:
+    from retouch.metrics.clip_score import bundled_clip_path
+
+    common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]
+    clip = str(bundled_clip_path())
+    out = _run(capsys, "style", PROMPT, "--style", "pastel", "--amount", "auto", "--judge", clip, *common)
+    report = out["report"]
+    assert [row["amount"] for row in report["sweep"]] == [round(0.2 * i, 1) for i in range(11)]
+    assert report["judge"].startswith("clip:") and report["amount"] == out["amounts"][0]
+    assert read_recipe(out["files"][0])["amount"] == report["amount"]
+    assert replay(out["files"][0], tmp_path / "replayed.png").identical
+    assert main(["style", PROMPT, "--style", "pastel", "--amount", "0.2", "--judge", clip, *common]) == 2
+    assert "--judge chooses the amount" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["style", PROMPT, "--style", "pastel", "--amount", "lots", *common])
+    assert exit_info.value.code == 2 and "amount must be a number or 'auto'" in capsys.readouterr().err
+
+
 def test_a_recipe_with_the_old_strength_key_replays(model_dir: str, tmp_path: Path, capsys) -> None:
     common = ["--seed", "4", "--steps", "2", "--model", model_dir, "--output", str(tmp_path)]
     single = _run(capsys, "style", PROMPT, "--style", "pastel", "--amount", "0.4", *common)
@@ -109,13 +128,19 @@ def test_batch_tasks(model_dir: str, tmp_path: Path) -> None:
         dict(id="st", task="style", prompt=PROMPT, style="pastel", direction="phrase", strength=0.25, seed=3, steps=2),
         dict(id="it", task="interpolate", prompt_a="a red circle", prompt_b="a blue star", frames=3, seed=3, steps=2),
         dict(id="bad", task="style", prompt="a red circle", style="pastel", seed=3, steps=1),
+        dict(id="auto", task="style", prompt=PROMPT, style="pastel", amount="auto", judge=CLIP, seed=3, steps=1),
+        dict(id="badjudge", task="style", prompt=PROMPT, style="pastel", amount=0.2, judge=CLIP, seed=3, steps=1),
     ]
     jobs_file = tmp_path / "jobs.jsonl"
     jobs_file.write_text("\n".join(json.dumps(job) for job in jobs))
     out = tmp_path / "out"
     summary = run_batch(jobs_file, out, model_dir)
-    assert (summary.count("ok"), summary.failed) == (2, 1)
+    assert (summary.count("ok"), summary.failed) == (3, 2)
     assert read_recipe(out / "st.png")["amount"] == 0.25
+    auto = json.loads((out / "auto.json").read_text())
+    assert read_recipe(out / "auto.png")["amount"] == auto["amount"] and len(auto["sweep"]) == 11
+    assert replay(out / "auto.png", tmp_path / "auto-replayed.png").identical
+    assert 'with "amount": "auto"' in json.loads((out / "badjudge.error.json").read_text())["error"]
     assert {p.name for p in out.glob("it*.png")} == {"it.png", "it_0.png", "it_1.png", "it_2.png"}
     report = json.loads((out / "it.json").read_text())
     assert report["images"] == ["it.png", "it_0.png", "it_1.png", "it_2.png"]

@@ -22,6 +22,7 @@ from retouch.steer.style import (
     style_sweep,
     stylize,
 )
+from retouch.steer.style_auto import styled_caption, stylize_auto
 
 PROMPT = "a large red circle on a blue background, pastel"
 FAST = {"seed": 7, "steps": 2}
@@ -137,3 +138,53 @@ def test_sweep_saves_numbered_pictures_and_grid_with_recipes(pipe, tmp_path) -> 
     assert [read_recipe(p)["amount"] for p in saved.files] == [0.0, 0.25, 0.5]
     assert read_recipe(saved.sheet) == json.loads(json.dumps(sweep.grid_recipe))
     assert np.array_equal(np.asarray(Image.open(saved.files[1]).convert("RGB")), np.asarray(sweep.images[1]))
+
+
+class AmountJudge:
+    """Scores pictures in the order the sweep draws them (amount ascending) from ``scores``, and
+    accepts those whose score reaches ``bar``."""
+
+    def __init__(self, scores: list[float], bar: float) -> None:
+        self.scores, self.bar, self.calls = scores, bar, 0
+
+    def __call__(self, image: Image.Image) -> tuple[float, bool]:
+        self.calls += 1
+        score = self.scores[self.calls - 1]
+        return score, score >= self.bar
+
+
+@pytest.mark.parametrize(
+    ("scores", "bar", "chosen", "accepted"),
+    [
+        ([0.1, 0.5, 0.8, 0.6], 0.5, 0.5, True),  # the best accepted, not the first (0.25)
+        ([0.1, 0.2, 0.3, 0.25], 0.5, 0.5, False),  # none accepted: the highest score
+        ([0.9, 0.1, 0.1, 0.1], 0.5, 0.0, True),  # the plain prompt already shows the style
+    ],
+)
+def test_auto_amount_takes_the_judged_best_and_replays(pipe, scores, bar, chosen, accepted) -> None:
+    judge = AmountJudge(scores, bar)
+    result = stylize_auto(pipe, PROMPT, "pastel", judge=judge, amounts=(0.0, 0.25, 0.5, 0.75), **FAST)
+    report = result.report
+    assert judge.calls == 4 and [row["amount"] for row in report["sweep"]] == [0.0, 0.25, 0.5, 0.75]
+    assert (report["amount"], report["accepted"]) == (chosen, accepted)
+    assert result.recipes[0]["amount"] == chosen and report["judge_caption"] == PROMPT
+    again = stylize(pipe, PROMPT, "pastel", chosen, seed=7, steps=2)  # what the recipe replays
+    assert np.array_equal(_pixels(result), _pixels(again)) and result.recipes == again.recipes
+    assert report["sweep"][0]["psnr_to_plain"] is None  # amount 0 is the plain picture itself
+
+
+def test_auto_amount_ties_go_to_the_picture_nearest_the_plain(pipe) -> None:
+    judge = AmountJudge([0.2, 0.9, 0.9, 0.9], 0.5)
+    report = stylize_auto(pipe, PROMPT, "pastel", judge=judge, amounts=(0.0, 0.25, 0.5, 0.75), **FAST).report
+    kept = {row["amount"]: row["psnr_to_plain"] for row in report["sweep"][1:]}
+    assert report["amount"] == max(kept, key=lambda a: (kept[a], -a))
+
+
+def test_auto_amount_arguments(pipe) -> None:
+    assert styled_caption("a large red circle on a blue background", "pastel") == PROMPT
+    assert styled_caption(PROMPT, "Pastel") == PROMPT
+    judge = AmountJudge([0.0] * 4, 1.0)
+    with pytest.raises(RetouchError, match="one picture"):
+        stylize_auto(pipe, PROMPT, "pastel", judge=judge, num_images=2, **FAST)
+    with pytest.raises(RetouchError, match="at least one amount"):
+        stylize_auto(pipe, PROMPT, "pastel", judge=judge, amounts=(), **FAST)

@@ -18,6 +18,7 @@ IMAGIC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "eta": (int, float, str),  # a number in [0, 2] or "auto"
     "seed": int,
     "seeds": int,  # eta "auto": seeds tried per eta
+    "tries": (int, str),  # eta "auto": sweeps from the next seeds while the judge accepts none, or "auto"
     "region": str,  # what stage C redraws: "auto", "foreground", "background" or "global"
     "tune": str,  # "lora" or "full"
     "embed_steps": int,
@@ -58,6 +59,7 @@ def imagic_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         eta=get(job, "eta", DEFAULT_ETA),
         seed=job.get("seed"),
         seeds=get(job, "seeds", 1),
+        tries=get(job, "tries", "auto"),
         region=get(job, "region", "auto"),
         tune=get(job, "tune", "lora"),
         embed_steps=job.get("embed_steps"),

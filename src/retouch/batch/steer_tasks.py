@@ -11,11 +11,13 @@ from retouch.core.schedulers import DEFAULT_STEPS
 from retouch.errors import RetouchError
 from retouch.steer.interpolate import DEFAULT_FRAMES, interpolate
 from retouch.steer.style import DEFAULT_STYLE_DIRECTION, parse_sweep, style_amount, style_sweep, stylize
+from retouch.steer.style_auto import stylize_auto
 
 STYLE_FIELDS: dict[str, type | tuple[type, ...]] = {
     **GENERATE_FIELDS,
     "style": str,
-    "amount": (int, float),  # theta
+    "amount": (int, float, str),  # theta, or "auto": the amount a judge chooses (steer.style_auto)
+    "judge": str,  # amount "auto": "oracle" or a CLIP model folder
     "strength": (int, float),  # amount's old name: recipes written before the rename carry it
     "direction": str,
     "sweep": str,  # "a:b:n": the grid of n amounts as {id}.png, amount k as {id}_{k}.png
@@ -43,6 +45,10 @@ def check_style_job(job: dict[str, Any]) -> None:
         if job.get("num_images") not in (None, 1):
             raise RetouchError("a style job with a 'sweep' takes no 'num_images'")
         parse_sweep(job["sweep"])
+    if isinstance(job.get("amount"), str) and job["amount"] != "auto":
+        raise RetouchError(f"a style job's 'amount' is a number or \"auto\", got {job['amount']!r}")
+    if job.get("judge") is not None and job.get("amount") != "auto":
+        raise RetouchError('a style job\'s \'judge\' chooses the amount: pass it with "amount": "auto"')
 
 
 def check_interpolate_job(job: dict[str, Any]) -> None:
@@ -77,6 +83,10 @@ def style_task(ctx: TaskContext, job: dict[str, Any]) -> TaskOutput:
         report = {"amounts": sweep.amounts, "seconds_per_image": sweep.seconds}
         return TaskOutput([sweep.grid], [sweep.grid_recipe], sweep.grid_recipe, report, extra_images=frames)
 
+    if job.get("amount") == "auto":
+        options |= {"judge": job.get("judge"), "num_images": get(job, "num_images", 1)}
+        chosen = stylize_auto(ctx.model, job["prompt"], job["style"], **options)
+        return TaskOutput(chosen.images, chosen.recipes, chosen.recipes[0], chosen.report)
     amount = float(style_amount(job.get("amount"), job.get("strength")))
     result = stylize(
         ctx.model, job["prompt"], job["style"], amount, num_images=get(job, "num_images", 1), **options

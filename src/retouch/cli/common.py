@@ -152,6 +152,18 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) ->
             print(line)
 
 
+def add_tries_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--tries N|auto``: draw ``what`` again from the next seed(s) while the judge rejects it."""
+    parser.add_argument(
+        "--tries",
+        type=number_or_auto(int, "tries"),
+        default="auto",
+        metavar="N|auto",
+        help=f"draw {what} again from the next seed(s) while --judge accepts none, at most N times; the seed kept "
+        "is recorded (default: auto, 3 when the oracle of an installed world judges the target caption, else 1)",
+    )
+
+
 def number_or_auto(kind: type[int] | type[float], name: str) -> Callable[[str], int | float | str]:
     """An argparse ``type``: the word ``auto`` or a number of ``kind`` (the library checks its range)."""
 

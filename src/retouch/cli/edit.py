@@ -11,6 +11,7 @@ from retouch.cli.common import (
     add_denoising_arguments,
     add_global_flags,
     add_model_arguments,
+    add_tries_argument,
     emit,
     load_adapted_model,
     number_or_auto,
@@ -63,15 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="scorer for --strength auto: a local CLIP model folder, or 'oracle' (shapes-64; the default "
         "when both captions are canonical shapes-64 captions)",
     )
-    parser.add_argument(
-        "--tries",
-        type=number_or_auto(int, "tries"),
-        default="auto",
-        metavar="N|auto",
-        help="draw again from the next seed while --judge rejects the edit, at most N times; the seed "
-        "kept is recorded (default: auto, 3 when the oracle of an installed world judges the target "
-        "caption, else 1)",
-    )
+    add_tries_argument(parser, "the edit")
     parser.add_argument(
         "--classifier", choices=("rules", "llm"), default="rules", help="region classifier (default: rules)"
     )

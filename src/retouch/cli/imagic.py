@@ -11,6 +11,7 @@ from retouch.cli.common import (
     add_denoising_arguments,
     add_global_flags,
     add_model_arguments,
+    add_tries_argument,
     emit,
     load_adapted_model,
     number_or_auto,
@@ -51,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "keeps the input elsewhere; global samples the whole picture, as the paper does (default: auto)",
     )
     parser.add_argument("--seeds", type=int, default=1, help="with --eta auto: seeds tried per eta (default: 1)")
+    add_tries_argument(parser, "the whole eta sweep (--eta auto)")
     parser.add_argument("--tune", choices=TUNES, default="lora", help="stage B: LoRA adapters or the whole UNet")
     parser.add_argument("--embed-steps", type=int, default=None, help="stage A steps (default: sized to the model)")
     parser.add_argument("--tune-steps", type=int, default=None, help="stage B steps (default: sized to the model)")
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         region=args.region,
         seeds=args.seeds,
+        tries=args.tries,
         tune=args.tune,
         embed_steps=args.embed_steps,
         tune_steps=args.tune_steps,

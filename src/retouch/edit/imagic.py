@@ -9,7 +9,8 @@ B. Fine-tune the UNet on the picture conditioned on ``e_opt`` (eq. 3): LoRA adap
 C. Sample with the tuned UNet from ``e = eta * e_tgt + (1 - eta) * e_opt`` (eq. 4), with
    classifier-free guidance. ``eta="auto"`` sweeps a grid (and seeds) and takes the best edit that
    keeps the input: the highest judge score among the accepted pictures, near-ties broken by how
-   well the input is kept (``imagic_report.choose``).
+   well the input is kept (``imagic_report.choose``). When the judge accepts no picture of the
+   sweep, the sweep is drawn again from the next seeds (``tries``, as ``edit`` retries).
 
 By default stage C redraws only the region the edit touches (``retouch.edit.imagic_region``: a
 DiffEdit map between ``e_opt`` and ``e_tgt``, Blended Latent Diffusion inside it) and keeps the
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +49,7 @@ from retouch.edit.imagic_report import ImagicResult, imagic_result
 from retouch.edit.imagic_sample import Sampling, SweepSample, interpolate_embeddings, stage_c, stage_c_region
 from retouch.edit.imagic_stages import ImagicConfig, ImagicRun, imagic_config, is_small, prepare_run, stage_a, stage_b
 from retouch.edit.judge import JudgeSpec, make_named_judge
+from retouch.edit.tries import check_tries, resolve_tries
 from retouch.errors import RetouchError
 from retouch.io.convert import InputImage, pad_to_multiple, read_input_image, to_rgb
 from retouch.models.loading import LoadedModel
@@ -99,6 +102,7 @@ def imagic(
     judge: JudgeSpec = None,
     source: str | None = None,
     seeds: int = 1,
+    tries: int | Literal["auto"] = "auto",
     eta_grid: Sequence[float] = ETA_GRID,
     lpips_weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     gradient_checkpointing: bool | None = None,
@@ -113,6 +117,8 @@ def imagic(
             ``"auto"``: sweep ``eta_grid`` x ``seeds`` seeds, take the best accepted picture
             (``imagic_report.choose``; preservation: 1 - LPIPS with ``lpips_weights``, else PSNR).
         seed: the sampling seed (the first of ``seeds``); random (and recorded) when None.
+        tries: ``eta="auto"``: sweeps from the next seeds while the judge accepts none, at most
+            this many (``"auto"``: ``edit.tries.resolve_tries``, 3 where an oracle judges, else 1).
         region: what stage C redraws: ``auto`` decides object or background from a DiffEdit map of
             ``e_opt`` against ``e_tgt`` (and the captions) and keeps the input elsewhere;
             ``foreground`` or ``background`` names it; ``global``: the whole picture (the paper's).
@@ -129,32 +135,29 @@ def imagic(
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, pipe_name(model), "pipeline")
     started, seed = time.perf_counter(), random_seed() if seed is None else seed
     check_generate_arguments(eta, seed, seeds, steps, eta_grid)
+    check_tries(tries)
     check_number("guidance_scale", loaded.guidance_scale(guidance_scale))
-    config = imagic_config(
-        loaded.pipe,
-        tune,
-        embed_steps=embed_steps,
-        tune_steps=tune_steps,
-        lr_embed=lr_embed,
-        lr_tune=lr_tune,
-        lora_rank=lora_rank,
-        batch_size=batch_size,
-        train_seed=train_seed,
-    )
+    extra = {"lora_rank": lora_rank, "batch_size": batch_size, "train_seed": train_seed}
+    sizes = {"embed_steps": embed_steps, "tune_steps": tune_steps, "lr_embed": lr_embed, "lr_tune": lr_tune}
+    config = imagic_config(loaded.pipe, tune, **sizes, **extra)
     run = _prepare(loaded, config, image, target, cache_dir, use_cache, gradient_checkpointing, progress, started)
     auto = eta == "auto"
-    judge_fn, judge_name = (
-        make_named_judge(judge, source, target, run.pipe.device, run.pixels) if auto else (None, None)
-    )
-    lpips_model = _lpips_for_preservation(lpips_weights, run.pipe.device)
+    judge_fn, judge_name = make_named_judge(judge, source, target, loaded.device, run.pixels) if auto else (None, None)
+    lpips = _lpips_for_preservation(lpips_weights, run.pipe.device)
     sampling = Sampling(steps=steps, guidance_scale=loaded.guidance_scale(guidance_scale), scheduler=scheduler)
     optimized, embed_meta = stage_a(run)
     local = stage_c_region(run, optimized, region, source)
+    rounds = resolve_tries(tries, judge, target, run.pixels) if auto else 1
     with stage_b(run, optimized, embed_meta["loss_after"]) as (unet, tune_meta):
-        etas, sample_seeds = sweep_points(eta, eta_grid, seed, seeds)
-        samples = stage_c(run, unet, optimized, local, etas, sample_seeds, sampling, judge_fn, lpips_model)
+        sweep = partial(stage_c, run, unet, optimized, local, sampling=sampling, judge=judge_fn, lpips_model=lpips)
+        samples, drawn = [], 0
+        while drawn < rounds and not (drawn and any(s.scores["accepted"] for s in samples)):
+            samples += sweep(*sweep_points(eta, eta_grid, seed + drawn * seeds, seeds))  # the next seeds
+            drawn += 1
     stages = {"embed": embed_meta, "tune": tune_meta}
-    return imagic_result(run, samples, auto, local, region, sampling, stages, judge_name, lpips_model is not None)
+    result = imagic_result(run, samples, auto, local, region, sampling, stages, judge_name, lpips is not None)
+    result.report["tries"] = {"allowed": rounds, "drawn": drawn} if auto else None
+    return result
 
 
 def _prepare(
@@ -201,10 +204,10 @@ def _prepare(
 
 
 def sweep_points(eta: float | str, eta_grid: Sequence[float], seed: int, seeds: int) -> tuple[list[float], list[int]]:
-    """The etas and seeds stage C samples: ``eta_grid`` x ``seeds`` seeds from ``seed`` for
-    ``eta="auto"``, else the one eta and seed."""
+    """The etas and seeds stage C samples: ``eta_grid`` x ``seeds`` seeds from ``seed`` (wrapping
+    past ``MAX_SEED``) for ``eta="auto"``, else the one eta and seed."""
     if eta == "auto":
-        return [float(e) for e in eta_grid], [seed + k for k in range(seeds)]
+        return [float(e) for e in eta_grid], [(seed + k) % (MAX_SEED + 1) for k in range(seeds)]
     return [float(eta)], [seed]
 
 

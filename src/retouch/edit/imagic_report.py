@@ -15,6 +15,7 @@ from PIL import Image
 from retouch.edit.imagic_region import LocalRegion
 from retouch.edit.imagic_sample import Sampling, SweepSample
 from retouch.edit.imagic_stages import ImagicRun
+from retouch.edit.judge import RULE_ACCEPTED, best_kept
 from retouch.edit.layer import mask_image
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_json
@@ -99,29 +100,19 @@ def output_files(
     return targets
 
 
-SCORE_TIE = 0.1  # judge scores within this share of the sweep's score spread of the best count as ties
-
-
 def choose(samples: list[SweepSample], auto: bool) -> tuple[SweepSample, dict[str, Any]]:
-    """Auto: the best edit that keeps the input. Among the pictures the judge accepts, those whose
-    judge score is within ``SCORE_TIE`` of the sweep's score spread of the best accepted score,
-    and of these the one that keeps the input best. When none is accepted, the highest judge score
-    (ties: preservation). With a continuous judge (shapes-64's closeness, a CLIP direction) this
-    takes a clean edit over the first eta that merely passes."""
+    """Auto: the best edit that keeps the input (``judge.best_kept``; keeping: preservation, then
+    the smaller eta). Not auto: the one sample."""
     if not auto:
         return samples[0], {"eta": samples[0].eta, "seed": samples[0].seed, "rule": "given"}
-    accepted = [s for s in samples if s.scores["accepted"]]
-    scores = [s.scores["judge_score"] for s in samples]
-    if accepted:
-        best = max(s.scores["judge_score"] for s in accepted)
-        tie = SCORE_TIE * (max(scores) - min(scores))
-        near = [s for s in accepted if s.scores["judge_score"] >= best - tie]
-        chosen = max(near, key=lambda s: (s.scores["preservation"], -s.eta))
-        rule = f"highest judge score among the accepted (ties within {SCORE_TIE:g} of the spread): best preservation"
-    else:
-        chosen = max(samples, key=lambda s: (s.scores["judge_score"], s.scores["preservation"]))
-        rule = "no eta accepted: highest judge score; ties: best preservation"
-    return chosen, {"eta": chosen.eta, "seed": chosen.seed, "accepted": bool(accepted), "rule": rule}
+    index, accepted = best_kept(
+        [s.scores["judge_score"] for s in samples],
+        [s.scores["accepted"] for s in samples],
+        [(s.scores["preservation"], -s.eta) for s in samples],
+    )
+    chosen = samples[index]
+    rule = RULE_ACCEPTED if accepted else "no eta accepted: highest judge score; ties: best preservation"
+    return chosen, {"eta": chosen.eta, "seed": chosen.seed, "accepted": accepted, "rule": rule}
 
 
 def cache_status(run: ImagicRun, stages: dict[str, dict[str, Any]]) -> str:

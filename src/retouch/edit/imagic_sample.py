@@ -83,7 +83,7 @@ def stage_c(
             picture, mask = picture[:height, :width], None if mask is None else mask[:height, :width]
             scores = score_sample(Image.fromarray(picture), run.pixels, judge, lpips_model)
             samples.append(SweepSample(eta, seed, Image.fromarray(picture), scores, mask))
-    run.timings["sample_s"] = time.perf_counter() - start
+    run.timings["sample_s"] = run.timings.get("sample_s", 0.0) + time.perf_counter() - start
     return samples
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,3 +154,26 @@ def make_judge(
     default (see the module docstring). ``reference`` (the input picture) is needed only by a
     CLIP judge without ``source_prompt``."""
     return make_named_judge(spec, source_prompt, target_prompt, device, reference)[0]
+
+
+SCORE_TIE = 0.1  # judge scores within this share of the sweep's score spread of the best count as ties
+
+
+def best_kept(scores: list[float], accepted: list[bool], kept: list[Any]) -> tuple[int, bool]:
+    """The rule every automatic sweep (Imagic's eta, the style amount) chooses by: the best edit
+    that keeps the input. Among the accepted pictures, those whose judge score is within
+    ``SCORE_TIE`` of the sweep's score spread of the best accepted score, and of these the one
+    that keeps the input best (``kept``: comparable, higher is better; ties: the first). When none
+    is accepted, the highest judge score (ties: ``kept``). Returns (the index, whether any was
+    accepted). With a continuous judge this takes a clean edit over the first that merely passes."""
+    order = range(len(scores))
+    took = [i for i in order if accepted[i]]
+    if took:
+        best = max(scores[i] for i in took)
+        tie = SCORE_TIE * (max(scores) - min(scores))
+        near = [i for i in took if scores[i] >= best - tie]
+        return max(near, key=lambda i: (kept[i], -i)), True
+    return max(order, key=lambda i: (scores[i], kept[i], -i)), False
+
+
+RULE_ACCEPTED = f"highest judge score among the accepted (ties within {SCORE_TIE:g} of the spread): best preservation"

@@ -172,6 +172,9 @@ def snap_foreground(
     With ``box`` (the object is replaced by another shape), the object's bounding box joins: the
     new shape fills a different part of the same box, a triangle's empty corners where a square
     goes, and a mask cut to the old outline would clip it.
+    When ``coarse`` touches no object at all (the map lit up empty background next to a small
+    object), the mask moves to the nearest object: redrawing empty background would only draw
+    the new object in another place beside the old one.
     """
     pixels = upsample_mask(coarse, factor)
     ring = ndimage.binary_dilation(pixels, iterations=2 * factor) & ~ndimage.binary_dilation(pixels, iterations=factor)
@@ -179,12 +182,15 @@ def snap_foreground(
         return coarse
     stands_out = _close(_far_from(source, np.median(source[ring], axis=0), config.change_tau))
     objects = ndimage.binary_fill_holes(_touching(stands_out, pixels))
+    missed = not objects.any()
+    if missed:
+        objects = ndimage.binary_fill_holes(_nearest(stands_out, pixels, min_size=factor * factor))
     if box and objects.any():
         ys, xs = np.nonzero(objects)
         objects[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
-    if objects.mean() > 0.5:
+    if not objects.any() or objects.mean() > 0.5:
         return coarse
-    return coarse | downsample_mask(objects, factor)
+    return downsample_mask(objects, factor) if missed else coarse | downsample_mask(objects, factor)
 
 
 def snap_to_object(
@@ -347,6 +353,20 @@ def remove_strays(edited: np.ndarray, mask: np.ndarray, config: MaskConfig = Mas
     cleaned = edited.copy()
     cleaned[ndimage.binary_dilation(strays, iterations=1) & mask] = np.round(colour).astype(edited.dtype)
     return cleaned
+
+
+def _nearest(mask: np.ndarray, area: np.ndarray, min_size: int) -> np.ndarray:
+    """The connected component of ``mask`` (of at least ``min_size`` pixels) nearest to ``area``;
+    on equal distance the larger. Empty when there is none."""
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    candidates = [k + 1 for k in range(count) if sizes[k] >= min_size]
+    if not candidates:
+        return np.zeros_like(mask)
+    distance = ndimage.distance_transform_edt(~area)
+    nearest = ndimage.minimum(distance, labels, index=candidates)
+    best = min(zip(nearest, candidates, strict=True), key=lambda pair: (pair[0], -sizes[pair[1] - 1]))[1]
+    return labels == best
 
 
 def _touching(mask: np.ndarray, area: np.ndarray) -> np.ndarray:

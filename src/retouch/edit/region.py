@@ -110,6 +110,30 @@ def caption_region(source: str, target: str) -> RegionGuess:
     return RegionGuess(region, 0.8 * agreement, False, {**evidence, "cue": f"{region} phrase"})
 
 
+def picture_changes(picture: np.ndarray, target: str) -> tuple[World, list[str]] | None:
+    """With no source caption, what the picture lacks of ``target``: the world that reads
+    ``target`` and the fields its oracle does not read in ``picture`` (sorted), or None (a free
+    caption, a picture the oracle cannot read, or nothing missing)."""
+    world = world_for([target])
+    hits = world.match(picture, target) if world is not None else None
+    if world is None or hits is None:
+        return None
+    changed = sorted(k for k in world.parse_caption(target) or {} if not hits.get(k, True))
+    return (world, changed) if changed else None
+
+
+def picture_region(picture: np.ndarray, target: str) -> RegionGuess | None:
+    """The region of the fields ``picture`` lacks of ``target`` (``picture_changes``): the input
+    read back by the world's oracle stands in for a source caption. None when it cannot say."""
+    found = picture_changes(picture, target)
+    if found is None:
+        return None
+    world, changed = found
+    regions = {world.field_region(k) for k in changed}
+    region: Region = regions.pop() if len(regions) == 1 else "global"
+    return RegionGuess(region, 1.0, True, {"rule": f"{world.name} fields the picture lacks", "changed": changed})
+
+
 def is_recolor(source: str, target: str) -> bool:
     """True when the captions differ in colour words only ("a red car" -> "a blue car"): the edit
     keeps the subject's outline, so the mask may snap to the object as the input shows it."""
