@@ -151,14 +151,14 @@ def plot_one(model: LoadedModel, path: Path, args: argparse.Namespace) -> None:
     samples = [s for s in result.sweep if s.seed == chosen_seed]
     source = pair.source.render()
     psnr_outside = [masked_psnr(source, np.asarray(s.image), ~pair.mask) for s in samples]
-    series = {
-        f"judge ({result.report['judge']})": [s.scores.get("judge_score") for s in samples],
-        "PSNR outside the edit, dB": [p if math.isfinite(p) else None for p in psnr_outside],
-    }
+    series = {f"judge ({result.report['judge']})": [s.scores.get("judge_score") for s in samples]}
+    kept = "" if any(math.isfinite(p) for p in psnr_outside) else "; outside the edit: the input's pixels at every eta"
+    if not kept:
+        series["PSNR outside the edit, dB"] = [p if math.isfinite(p) else None for p in psnr_outside]
     plot_edit_panel(
         Image.fromarray(source), result.image, [(f"eta {s.eta:.1f}", s.image) for s in samples],
         [s.eta for s in samples], series, path, "eta",
-        f"Imagic: '{pair.source_caption}' -> '{pair.target_caption}' (chosen eta {result.report['eta']})",
+        f"Imagic: '{pair.source_caption}' -> '{pair.target_caption}' (chosen eta {result.report['eta']}){kept}",
         mark_x=result.report["eta"],
     )  # fmt: skip
     print(f"wrote {path}: chosen eta {result.report['eta']}, seed {chosen_seed}")
