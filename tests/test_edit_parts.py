@@ -18,7 +18,15 @@ from retouch.edit import MaskConfig, edit, masks
 from retouch.edit.judge import clip_judge, make_judge, oracle_judge
 from retouch.edit.layer import composite, feather_alpha
 from retouch.edit.llm import chat_completions_url, llm_region
-from retouch.edit.region import RegionGuess, caption_region, combine, image_evidence, is_recolor, picture_region
+from retouch.edit.region import (
+    RegionGuess,
+    caption_region,
+    combine,
+    image_evidence,
+    is_recolor,
+    picture_changes,
+    picture_region,
+)
 from retouch.edit.strength import search_strength, strength_for
 from retouch.errors import RetouchError
 from retouch.io.convert import check_size, pad_to_multiple, to_rgb
@@ -44,13 +52,14 @@ def test_without_a_source_caption_the_oracle_reads_what_the_picture_lacks(kind):
     rng = np.random.default_rng(8)
     for _ in range(10):
         pair = w.sample_edit(rng, kind)
-        guess = picture_region(pair.source.render(), pair.target_caption)
-        assert guess is not None and (guess.region, guess.exact) == (pair.region, True)
-        assert guess.evidence["changed"] == [kind]
+        lacking = picture_changes(pair.source.render(), pair.target_caption)
+        assert lacking is not None and lacking[1] == [kind]
+        guess = picture_region(lacking)
+        assert (guess.region, guess.exact, guess.evidence["changed"]) == (pair.region, True, [kind])
     scene = w.sample_edit(rng, "color").target
-    assert picture_region(scene.render(), scene.caption()) is None  # nothing lacking: the map decides
-    assert picture_region(scene.render(), "a photo of a cat") is None  # not the world's caption
-    assert picture_region(scene.render()[:32], scene.caption()) is None  # not a picture the oracle reads
+    assert picture_changes(scene.render(), scene.caption()) is None  # nothing lacking: the map decides
+    assert picture_changes(scene.render(), "a photo of a cat") is None  # not the world's caption
+    assert picture_changes(scene.render()[:32], scene.caption()) is None  # not a picture the oracle reads
 
 
 @pytest.mark.parametrize(

@@ -137,9 +137,8 @@ def imagic(
     check_generate_arguments(eta, seed, seeds, steps, eta_grid)
     check_tries(tries)
     check_number("guidance_scale", loaded.guidance_scale(guidance_scale))
-    extra = {"lora_rank": lora_rank, "batch_size": batch_size, "train_seed": train_seed}
-    sizes = {"embed_steps": embed_steps, "tune_steps": tune_steps, "lr_embed": lr_embed, "lr_tune": lr_tune}
-    config = imagic_config(loaded.pipe, tune, **sizes, **extra)
+    config = imagic_config(loaded.pipe, tune, embed_steps=embed_steps, tune_steps=tune_steps, lr_embed=lr_embed,
+                           lr_tune=lr_tune, lora_rank=lora_rank, batch_size=batch_size, train_seed=train_seed)
     run = _prepare(loaded, config, image, target, cache_dir, use_cache, gradient_checkpointing, progress, started)
     auto = eta == "auto"
     judge_fn, judge_name = make_named_judge(judge, source, target, loaded.device, run.pixels) if auto else (None, None)
@@ -150,10 +149,11 @@ def imagic(
     rounds = resolve_tries(tries, judge, target, run.pixels) if auto else 1
     with stage_b(run, optimized, embed_meta["loss_after"]) as (unet, tune_meta):
         sweep = partial(stage_c, run, unet, optimized, local, sampling=sampling, judge=judge_fn, lpips_model=lpips)
-        samples, drawn = [], 0
-        while drawn < rounds and not (drawn and any(s.scores["accepted"] for s in samples)):
-            samples += sweep(*sweep_points(eta, eta_grid, seed + drawn * seeds, seeds))  # the next seeds
-            drawn += 1
+        samples: list[SweepSample] = []
+        for drawn in range(1, rounds + 1):  # another sweep, from the next seeds, only while none is accepted
+            samples += sweep(*sweep_points(eta, eta_grid, seed + (drawn - 1) * seeds, seeds))
+            if any(s.scores.get("accepted") for s in samples):
+                break
     stages = {"embed": embed_meta, "tune": tune_meta}
     result = imagic_result(run, samples, auto, local, region, sampling, stages, judge_name, lpips is not None)
     result.report["tries"] = {"allowed": rounds, "drawn": drawn} if auto else None

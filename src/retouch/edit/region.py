@@ -90,10 +90,8 @@ def caption_region(source: str, target: str) -> RegionGuess:
     concept = None if world is not None else concept_fields(source, target)
     if world is not None or concept is not None:
         world, changed = (world, changed_fields(world, source, target)) if concept is None else concept
-        regions = {world.field_region(k) for k in changed}
-        region: Region = regions.pop() if len(regions) == 1 else "global"
         rule = f"{world.name} fields" + (", a concept token in place of a word" if concept else "")
-        return RegionGuess(region, 1.0, True, {"rule": rule, "changed": changed})
+        return RegionGuess(fields_region(world, changed), 1.0, True, {"rule": rule, "changed": changed})
 
     source_words, target_words = words(source), words(target)
     spans = changed_spans(source_words, target_words)
@@ -110,7 +108,16 @@ def caption_region(source: str, target: str) -> RegionGuess:
     return RegionGuess(region, 0.8 * agreement, False, {**evidence, "cue": f"{region} phrase"})
 
 
-def picture_changes(picture: np.ndarray, target: str) -> tuple[World, list[str]] | None:
+def fields_region(world: World, changed: list[str]) -> Region:
+    """The region a change of ``changed`` fields touches: theirs when they agree, else global."""
+    regions = {world.field_region(k) for k in changed}
+    return regions.pop() if len(regions) == 1 else "global"
+
+
+Lacking = tuple[World, list[str]]  # a world and the fields of a caption its oracle does not read in a picture
+
+
+def picture_changes(picture: np.ndarray, target: str) -> Lacking | None:
     """With no source caption, what the picture lacks of ``target``: the world that reads
     ``target`` and the fields its oracle does not read in ``picture`` (sorted), or None (a free
     caption, a picture the oracle cannot read, or nothing missing)."""
@@ -122,16 +129,12 @@ def picture_changes(picture: np.ndarray, target: str) -> tuple[World, list[str]]
     return (world, changed) if changed else None
 
 
-def picture_region(picture: np.ndarray, target: str) -> RegionGuess | None:
-    """The region of the fields ``picture`` lacks of ``target`` (``picture_changes``): the input
-    read back by the world's oracle stands in for a source caption. None when it cannot say."""
-    found = picture_changes(picture, target)
-    if found is None:
-        return None
-    world, changed = found
-    regions = {world.field_region(k) for k in changed}
-    region: Region = regions.pop() if len(regions) == 1 else "global"
-    return RegionGuess(region, 1.0, True, {"rule": f"{world.name} fields the picture lacks", "changed": changed})
+def picture_region(lacking: Lacking) -> RegionGuess:
+    """The region of the fields a picture lacks (``picture_changes``): the input read back by the
+    world's oracle stands in for a source caption."""
+    world, changed = lacking
+    evidence = {"rule": f"{world.name} fields the picture lacks", "changed": changed}
+    return RegionGuess(fields_region(world, changed), 1.0, True, evidence)
 
 
 def is_recolor(source: str, target: str) -> bool:

@@ -37,6 +37,7 @@ from retouch.edit.blend import blended_latent_diffusion
 from retouch.edit.layer import DEFAULT_FEATHER_PX, Composited, composite_edit
 from retouch.edit.llm import llm_region
 from retouch.edit.region import (
+    Lacking,
     RegionDecision,
     caption_region,
     combine,
@@ -109,15 +110,12 @@ def find_edit_region(
     """
     config = config or masks.MaskConfig()
     normalized = difference(pipe, latents, source_embeds, target_embeds, seed, config)  # (h, w)
-    decision = decide_region(normalized, source, target, region, classifier, llm_url, picture)
+    lacking = picture_changes(picture, target) if source is None else None  # the oracle's reading, for a caption
+    decision = decide_region(normalized, source, target, region, classifier, llm_url, lacking)
     coarse = masks.region_mask(normalized, decision.region, config)  # (h, w)
     if if_empty is not None and not coarse.any():
         raise RetouchError(f"the automatic mask is empty: {if_empty}")
-    if source is not None:
-        recolor = is_recolor(source, target)
-    else:  # the oracle's reading of the picture stands in for the source caption
-        changes = picture_changes(picture, target)
-        recolor = changes is not None and changes[1] == ["color"]
+    recolor = is_recolor(source, target) if source is not None else lacking is not None and lacking[1] == ["color"]
     pixel, latent, keep_object = masks.snap_to_object(
         coarse, decision.region, picture, pipe.vae_scale_factor, config, box=not recolor
     )
@@ -163,11 +161,11 @@ def decide_region(
     region: RegionChoice = "auto",
     classifier: Classifier = "rules",
     llm_url: str | None = None,
-    picture: np.ndarray | None = None,
+    lacking: Lacking | None = None,
 ) -> RegionDecision:
     """The region to redraw: the given one; or, for ``"auto"``, the captions' region weighed
-    with the map's (``region.combine``). With no source caption: the fields a world's oracle
-    does not read of ``target`` in ``picture`` (``region.picture_region``), else the map's alone.
+    with the map's (``region.combine``). With no source caption: the region of the fields the
+    picture lacks (``lacking``, from ``region.picture_changes``), else the map's alone.
 
     Raises:
         RetouchError: the captions and the map together are not confident enough.
@@ -175,9 +173,8 @@ def decide_region(
     evidence = image_evidence(normalized)
     if region != "auto":
         return RegionDecision(region, 1.0, {"given": "region", "image": evidence})
-    guess = picture_region(picture, target) if source is None and picture is not None else None
-    if guess is not None:
-        return combine(guess, evidence)
+    if source is None and lacking is not None:
+        return combine(picture_region(lacking), evidence)
     if source is None:
         p_background = evidence["p_background"]
         return RegionDecision(

@@ -36,7 +36,7 @@ from retouch.models.loading import LoadedModel
 from retouch.steer.style import DEFAULT_STYLE_DIRECTION, StyleDirection, check_direction, stylize
 
 # 0.0, 0.2, ..., 2.0: up to the top of the range where pictures hold together (style.SAFE_AMOUNTS).
-# On shapes-64, "pastel" added by its phrase's direction shows from about 1.5 on; when the prompt
+# On shapes-64, "pastel" added by its phrase's direction shows at 1.5 or 2.0 only; when the prompt
 # holds the phrase, the plain prompt (0.0) often shows it already.
 AUTO_AMOUNTS: tuple[float, ...] = tuple(round(0.2 * i, 1) for i in range(11))
 
