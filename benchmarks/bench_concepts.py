@@ -140,6 +140,25 @@ def edit_score(model, n: int, seed: int) -> dict[str, Any]:
     return {"n": n, "success": round(float(np.mean(hits)), 4), "psnr_outside_median": float(np.median(psnrs))}
 
 
+@torch.no_grad()
+def vae_ceiling(model, n: int, seed: int = 2026) -> dict[str, Any]:
+    """Per shape, how often the oracle (reserved shapes among its candidates) reads the shape back
+    from the VAE's reconstruction (encoder mode, decoder) of ``n`` rendered plain scenes: what any
+    method that learns a shape through the latents can reach at most, with a perfect UNet."""
+    vae, rng, out = model.pipe.vae, np.random.default_rng(seed), {}
+    for shape in (*w.SHAPES, *w.RESERVED_SHAPES):
+        hits: dict[str, list[bool]] = {"small": [], "large": []}
+        for _ in range(n):
+            scene = w.sample_scene(rng, shapes=(shape,), style="plain")
+            pixels = torch.from_numpy(scene.render()).permute(2, 0, 1)[None].float() / 127.5 - 1
+            decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample[0]
+            image = ((decoded.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+            hits[scene.size].append(w.read_scene(image, reserved=True).shape == shape)
+        out[shape] = {"read": round(float(np.mean(hits["small"] + hits["large"])), 4),
+                      **{size: round(float(np.mean(h)), 4) for size, h in hits.items() if h}}
+    return out
+
+
 def drift_score(model, n: int, steps: int) -> dict[str, Any]:
     rng = np.random.default_rng(DRIFT_SEED)
     scenes = [w.sample_scene(rng, style="plain") for _ in range(n)]
@@ -192,6 +211,11 @@ def run(args) -> dict[str, Any]:
     held = {s: held_out_scenes(s, train_scenes[s], args.prompts, PROMPT_SEED + args.split) for s in train_scenes}
     report: dict[str, Any] = {"prompts": args.prompts, "sample_steps": args.sample_steps, "methods": {}}
     base = load_model(args.model, device="cpu")
+    if args.vae_ceiling:
+        report["vae_ceiling"] = vae_ceiling(base, args.vae_ceiling)
+        print("VAE round trip, shape read back:", json.dumps(report["vae_ceiling"]), flush=True)
+    if not args.methods and not args.multi:
+        return report
     report["base_drift"] = drift_score(base, args.prompts, args.sample_steps)
     print("base model, canonical prompts:", report["base_drift"], flush=True)
     for method in args.methods:
@@ -238,13 +262,15 @@ def multi_concept(args, work: Path, pictures: dict[str, Path], held: dict[str, l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes-64")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS)[:4], choices=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS)[:4], choices=list(METHODS))
     parser.add_argument("--prompts", type=int, default=60, help="held-out and drift prompts (default 60)")
     parser.add_argument("--split", type=int, default=0, help="0: the test prompts; 1: the dev prompts")
     parser.add_argument("--steps", type=int, help="training steps for every method (default: METHODS')")
     parser.add_argument("--sample-steps", type=int, default=25, help="sampling steps (default 25)")
     parser.add_argument("--multi", action="store_true", help="also Custom Diffusion's <star> + <diamond>")
     parser.add_argument("--edit", type=int, default=0, metavar="N", help="also edit <star> into N pictures")
+    parser.add_argument("--vae-ceiling", type=int, default=0, metavar="N",
+                        help="also read back N VAE reconstructions of each shape (the methods' ceiling)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -206,7 +206,11 @@ def add_instruct_parser(kinds: argparse._SubParsersAction) -> None:
     instruct.add_argument("--recipe", help="JSON recipe (fields of retouch.train.instruct.InstructConfig)")
     instruct.add_argument("--base", help="the text-to-image model to start from (default: shapes-64)")
     instruct.add_argument("--output", required=True, help="output folder (diffusers format)")
-    instruct.add_argument("--data", help="instruction triplets (default: shapes64-instructions)")
+    instruct.add_argument(
+        "--data",
+        help="instruction triplets: shapes64-instructions (default: rendered by the world) or generated (the "
+        "paper's route: the grammar's caption pairs drawn by --base with prompt-to-prompt, CLIP-filtered)",
+    )
     instruct.add_argument("--resume", action="store_true", help="continue a run in --output from its checkpoint")
     instruct.add_argument("--steps", type=int)
     instruct.add_argument("--batch-size", type=int)

@@ -16,6 +16,7 @@ many under ``accelerate launch``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -170,7 +171,9 @@ class InstructTrainer(Trainer):
             known = registered_sources()
             if self.config.data not in known:
                 raise ValueError(f"unknown instruction data {self.config.data!r}; expected one of {sorted(known)}")
-            source = known[self.config.data]()
+            factory = known[self.config.data]
+            takes_base = "base" in inspect.signature(factory).parameters  # ``generated`` draws with it
+            source = factory(base=self.config.base) if takes_base else factory()
         base = load_model(self.config.base, device="cpu")
         tokenizer = self.instruct_tokenizer(base, source)
         inputs, targets, regions, instructions = self.encode_triplets(source, base.pipe.vae)
@@ -204,6 +207,8 @@ class InstructTrainer(Trainer):
             tensors = {k: torch.cat(v)[: c.num_triplets].half().contiguous() for k, v in chunks.items()}
             save_file(tensors, path.with_suffix(".tmp"))
             (self.work / "instructions.json").write_text(json.dumps(texts[: c.num_triplets]))
+            if (stats := getattr(source, "stats", None)) is not None:  # a generating source's filter
+                self.log(f"triplets drawn {stats.drawn}, kept {stats.kept} ({100 * stats.kept_share:.1f}%)")
             path.with_suffix(".tmp").rename(path)
             self.log(f"triplets: {tuple(tensors['inputs'].shape)} latents pre-encoded")
         self.accelerator.wait_for_everyone()

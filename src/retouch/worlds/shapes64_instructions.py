@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retouch.worlds import shapes64
 from retouch.worlds.shapes64 import COLORS, SHAPES, SIZES, EditPair, Scene, make_edit
+
+if TYPE_CHECKING:
+    from retouch.steer.pairs import GeneratedTriplets
 
 KINDS: tuple[str, ...] = ("background", "color", "shape", "size", "style")
 # The words instructions add to the captions' vocabulary (the spec's list, in its order).
@@ -142,6 +146,29 @@ class Shapes64Instructions:
         return vocabulary()
 
 
+@dataclass
+class Shapes64Captions:
+    """The grammar's (input caption, instruction, edited caption) triplets, no pictures: the
+    captions ``retouch train instruct --data generated`` has the base model draw."""
+
+    resolution: int = shapes64.CANVAS
+
+    def sample_captions(self, rng: np.random.Generator) -> tuple[str, str, str]:
+        pair, text = sample_instruction(rng, KINDS[int(rng.integers(len(KINDS)))])
+        return pair.source_caption, text, pair.target_caption
+
+    def vocabulary(self) -> list[str]:
+        return vocabulary()
+
+
+def generated_source(base: str = "shapes-64", clip: str | None = None) -> GeneratedTriplets:
+    """The paper's data route on this grammar (entry point ``retouch.data_sources: generated``):
+    ``base`` draws the picture pairs, ``clip`` (default: the bundled shapes-64 CLIP) filters them."""
+    from retouch.steer.pairs import GeneratedTriplets
+
+    return GeneratedTriplets(Shapes64Captions(), base=base, clip=clip)
+
+
 def scene_after(scene: Scene, instruction: str) -> Scene | None:
     """The scene ``instruction`` turns ``scene`` into (``None``: it names no edit)."""
     pair = parse_instruction(instruction, scene)
@@ -149,6 +176,6 @@ def scene_after(scene: Scene, instruction: str) -> Scene | None:
 
 
 __all__ = [
-    "INSTRUCTION_WORDS", "KINDS", "TEMPLATES", "Shapes64Instructions", "instruction_captions", "parse_instruction",
-    "phrase", "sample_instruction", "scene_after", "vocabulary",
+    "INSTRUCTION_WORDS", "KINDS", "TEMPLATES", "Shapes64Captions", "Shapes64Instructions", "generated_source",
+    "instruction_captions", "parse_instruction", "phrase", "sample_instruction", "scene_after", "vocabulary",
 ]
