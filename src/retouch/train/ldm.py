@@ -21,12 +21,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
@@ -156,12 +158,22 @@ class LDMConfig:
             )
 
 
+# Under ``accelerate launch`` the main process alone renders, draws or encodes the data while the
+# others wait at a barrier: drawn instruction triplets take hours on a CPU, beyond torch's
+# 30-minute default for a collective.
+DATA_BARRIER_TIMEOUT = timedelta(hours=24)
+
+
+def make_accelerator() -> Accelerator:
+    return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=DATA_BARRIER_TIMEOUT)])
+
+
 @dataclass
 class Trainer:
     config: LDMConfig
     output_dir: Path
     log: Log = print
-    accelerator: Accelerator = field(default_factory=Accelerator)
+    accelerator: Accelerator = field(default_factory=make_accelerator)
     quiet: bool = False
 
     # ---- helpers ---------------------------------------------------------------------------
