@@ -143,8 +143,8 @@ def edit_score(model, n: int, seed: int) -> dict[str, Any]:
 @torch.no_grad()
 def vae_ceiling(model, n: int, seed: int = 2026) -> dict[str, Any]:
     """Per shape, how often the oracle (reserved shapes among its candidates) reads the shape back
-    from the VAE's reconstruction (encoder mode, decoder) of ``n`` rendered plain scenes: what any
-    method that learns a shape through the latents can reach at most, with a perfect UNet."""
+    from the VAE's reconstruction (encoder mode, decoder) of ``n`` rendered plain scenes: what a
+    method that learns a shape from the encoder's latents gets even when its UNet draws them exactly."""
     vae, rng, out = model.pipe.vae, np.random.default_rng(seed), {}
     for shape in (*w.SHAPES, *w.RESERVED_SHAPES):
         hits: dict[str, list[bool]] = {"small": [], "large": []}

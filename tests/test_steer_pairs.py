@@ -12,7 +12,7 @@ import torch
 from retouch.cli import main
 from retouch.errors import RetouchError
 from retouch.metrics.clip_score import ClipScorer
-from retouch.models.loading import load_model
+from retouch.models.loading import LoadedModel, load_model
 from retouch.steer.pairs import (
     GeneratedSettings,
     GeneratedTriplets,
@@ -96,9 +96,9 @@ def test_filter_keeps_what_passes_and_counts_what_was_drawn(tiny_model, clip):
 def test_cli_trains_on_generated_triplets_from_its_base(tiny_model_dir, clip, tmp_path, monkeypatch, capsys):
     import retouch.train.data
 
-    seen: list[str] = []
+    seen: list[LoadedModel] = []
 
-    def generated(base: str = "shapes-64") -> GeneratedTriplets:
+    def generated(base: LoadedModel) -> GeneratedTriplets:
         seen.append(base)
         settings = GeneratedSettings(steps=2, batch=4, min_directional=-2, min_image_similarity=-2)
         return GeneratedTriplets(_Captions(), base=base, clip=clip, settings=settings)
@@ -108,7 +108,8 @@ def test_cli_trains_on_generated_triplets_from_its_base(tiny_model_dir, clip, tm
     argv = ["train", "instruct", "--base", str(tiny_model_dir), "--output", str(out), "--data", "generated",
             "--steps", "2", "--batch-size", "2", "--num-triplets", "4", "--quiet"]
     assert main(argv) == 0
-    assert seen == [str(tiny_model_dir)]  # the pictures are drawn by the model being fine-tuned
+    # the pictures are drawn by the model being fine-tuned, the one the trainer loaded (not a second load)
+    assert len(seen) == 1 and isinstance(seen[0], LoadedModel) and seen[0].name == str(tiny_model_dir)
     assert "triplets drawn 4, kept 4 (100.0%)" in capsys.readouterr().out
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["data"] == "generated"

@@ -165,20 +165,24 @@ class InstructTrainer(Trainer):
 
     def stages(self, source: TripletSource | None) -> Path:  # type: ignore[override]
         """The instruct stages, under ``Trainer.run``'s lock and recipe check."""
-        if source is None:
-            from retouch.train.data import registered_sources
-
-            known = registered_sources()
-            if self.config.data not in known:
-                raise ValueError(f"unknown instruction data {self.config.data!r}; expected one of {sorted(known)}")
-            factory = known[self.config.data]
-            takes_base = "base" in inspect.signature(factory).parameters  # ``generated`` draws with it
-            source = factory(base=self.config.base) if takes_base else factory()
         base = load_model(self.config.base, device="cpu")
+        if source is None:
+            source = self.registered_source(base)
         tokenizer = self.instruct_tokenizer(base, source)
         inputs, targets, regions, instructions = self.encode_triplets(source, base.pipe.vae)
         unet, text_encoder = self.train_instruct(base, tokenizer, inputs, targets, regions, instructions)
         return self.export_instruct(base, tokenizer, unet, text_encoder)
+
+    def registered_source(self, base: LoadedModel) -> TripletSource:
+        """The source ``config.data`` names among the installed worlds'; one that draws its
+        pictures (``generated``) gets the loaded base model."""
+        from retouch.train.data import registered_sources
+
+        known = registered_sources()
+        if self.config.data not in known:
+            raise ValueError(f"unknown instruction data {self.config.data!r}; expected one of {sorted(known)}")
+        factory = known[self.config.data]
+        return factory(base=base) if "base" in inspect.signature(factory).parameters else factory()
 
     def instruct_tokenizer(self, base: LoadedModel, source: TripletSource) -> CLIPTokenizer:
         folder = self.work / "tokenizer"

@@ -19,6 +19,7 @@ from retouch.worlds import shapes64
 from retouch.worlds.shapes64 import COLORS, SHAPES, SIZES, EditPair, Scene, make_edit
 
 if TYPE_CHECKING:
+    from retouch.models.loading import LoadedModel
     from retouch.steer.pairs import GeneratedTriplets
 
 KINDS: tuple[str, ...] = ("background", "color", "shape", "size", "style")
@@ -161,9 +162,10 @@ class Shapes64Captions:
         return vocabulary()
 
 
-def generated_source(base: str = "shapes-64", clip: str | None = None) -> GeneratedTriplets:
+def generated_source(base: str | LoadedModel = "shapes-64", clip: str | None = None) -> GeneratedTriplets:
     """The paper's data route on this grammar (entry point ``retouch.data_sources: generated``):
-    ``base`` draws the picture pairs, ``clip`` (default: the bundled shapes-64 CLIP) filters them."""
+    ``base`` (a name, or the model already loaded) draws the picture pairs, ``clip`` (default: the
+    bundled shapes-64 CLIP) filters them."""
     from retouch.steer.pairs import GeneratedTriplets
 
     return GeneratedTriplets(Shapes64Captions(), base=base, clip=clip)
