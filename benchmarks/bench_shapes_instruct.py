@@ -2,6 +2,8 @@
 
     python benchmarks/bench_shapes_instruct.py --n 150 --split test --out outputs/bench_instruct_test.json
     python benchmarks/bench_shapes_instruct.py --n 5 --model /tmp/tiny-instruct --no-speed   # plumbing
+    python benchmarks/bench_shapes_instruct.py --n 100 --split dev --no-speed --steps 10 --guidance-scale 2 \
+        --image-guidance-scale 1.5   # tuning the defaults: on the dev split only
 
 N random edits (a fifth of each kind: background, color, shape, size, style), each named by an
 instruction of the grammar in a phrasing drawn at random, the source rendered. One pipeline call
@@ -56,7 +58,8 @@ def run_item(model: LoadedModel, item: tuple[shapes64.EditPair, str, int], args:
              edit_model: LoadedModel | None) -> dict[str, Any]:
     pair, instruction, seed = item
     source = pair.source.render()
-    result = instruct(model, source, instruction, seed=seed, steps=args.steps, preserve=True)
+    result = instruct(model, source, instruction, seed=seed, steps=args.steps, preserve=True,
+                      guidance_scale=args.guidance_scale, image_guidance_scale=args.image_guidance_scale)
     raw = np.asarray(result.layer)[..., :3]  # the pipeline's own output
     row = {"kind": pair.kind, "instruction": instruction, "seed": seed, "region": result.report["region"],
            "plain": score(raw, pair), "preserve": score(np.asarray(result.image), pair)}
@@ -87,13 +90,14 @@ def measure_speed(model: LoadedModel, args: argparse.Namespace, repeats: int = 5
     reference.scheduler = make_scheduler(DEFAULT_SCHEDULER, reference.scheduler.config)
     reference.set_progress_bar_config(disable=True)
     steps = args.steps or int(model.defaults.get("steps", DEFAULT_STEPS))
-    scale = model.guidance_scale()
-    image_scale = model.defaults.get("image_guidance_scale", 1.5)
+    scale = args.guidance_scale or model.guidance_scale()
+    image_scale = args.image_guidance_scale or model.defaults.get("image_guidance_scale", 1.5)
     times: dict[str, list[float]] = {"ours": [], "diffusers": []}
     ours = theirs = None
     for i in range(repeats + 1):
         start = time.perf_counter()
-        ours = instruct(model, source, instruction, seed=args.seed, steps=steps)
+        ours = instruct(model, source, instruction, seed=args.seed, steps=steps, guidance_scale=scale,
+                        image_guidance_scale=image_scale)
         took = time.perf_counter() - start
         start = time.perf_counter()
         theirs = reference(instruction, image=Image.fromarray(source), num_inference_steps=steps,
@@ -113,6 +117,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=150, help="edits (a fifth of each kind)")
     parser.add_argument("--model", default=DEFAULT_INSTRUCT_MODEL)
     parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="text guidance; default: the model's")
+    parser.add_argument("--image-guidance-scale", type=float, default=None, help="default: the model's")
     parser.add_argument("--edit-route", action="store_true", help="also: the instruction as captions, to edit")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--out", type=Path, default=None)

@@ -319,6 +319,24 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_model_dir, tmp_pa
     assert result.image.size == (32, 32)
 
 
+def test_an_instruct_base_is_trained_further_not_widened(instruct_dir, tmp_path):
+    """``--base`` may be an instruct model (8 channels): it starts as it is; drawing pictures for
+    ``--data generated`` needs a text-to-image base, and says so."""
+    base = load_model(str(instruct_dir), device="cpu")
+    before = copy.deepcopy(base.pipe.unet.state_dict())
+    trainer = InstructTrainer(InstructConfig(base=str(instruct_dir)), tmp_path / "probe", log=lambda m: None)
+    tokenizer = extend_tokenizer(base.pipe.tokenizer, _Triplets().vocabulary(), tmp_path / "tokenizer")
+    unet, _ = trainer.instruct_models(base, tokenizer)
+    assert unet.config.in_channels == 8 and all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    further = load_model(str(_train(tmp_path / "further", instruct_dir)), device="cpu")
+    assert further.pipe.unet.config.in_channels == 8
+    assert not torch.equal(further.pipe.unet.conv_in.weight, before["conv_in.weight"])
+    generated = InstructTrainer(InstructConfig(base=str(instruct_dir), data="generated"), tmp_path / "g",
+                                log=lambda m: None)
+    with pytest.raises(ValueError, match="text-to-image"):
+        generated.registered_source(base)
+
+
 # ---- the grammar ---------------------------------------------------------------------------
 
 

@@ -204,7 +204,10 @@ def add_instruct_parser(kinds: argparse._SubParsersAction) -> None:
         "retouch train instruct ...`.",
     )
     instruct.add_argument("--recipe", help="JSON recipe (fields of retouch.train.instruct.InstructConfig)")
-    instruct.add_argument("--base", help="the text-to-image model to start from (default: shapes-64)")
+    instruct.add_argument(
+        "--base",
+        help="the text-to-image model to start from (default: shapes-64), or an instruct model to train further",
+    )
     instruct.add_argument("--output", required=True, help="output folder (diffusers format)")
     instruct.add_argument(
         "--data",

@@ -53,6 +53,7 @@ from retouch.train.ldm import (
 from retouch.train.recipe_check import recipe_from_json
 from retouch.train.tokenizer import build_clip_tokenizer
 
+LATENT_CHANNELS = 4  # the noisy latents a text-to-image UNet takes
 IMAGE_CHANNELS = 4  # the input picture's latents, concatenated after the noisy latents
 
 
@@ -182,7 +183,15 @@ class InstructTrainer(Trainer):
         if self.config.data not in known:
             raise ValueError(f"unknown instruction data {self.config.data!r}; expected one of {sorted(known)}")
         factory = known[self.config.data]
-        return factory(base=base) if "base" in inspect.signature(factory).parameters else factory()
+        if "base" not in inspect.signature(factory).parameters:
+            return factory()
+        if base.pipe.unet.config.in_channels != LATENT_CHANNELS:
+            raise ValueError(
+                f"--data {self.config.data} draws its pictures with the base model, which must be a text-to-image "
+                f"model; {self.config.base!r} is an instruct model. Draw with a text-to-image base, or train it "
+                "further on rendered data (--data shapes64-instructions)"
+            )
+        return factory(base=base)
 
     def instruct_tokenizer(self, base: LoadedModel, source: TripletSource) -> CLIPTokenizer:
         folder = self.work / "tokenizer"
@@ -224,8 +233,17 @@ class InstructTrainer(Trainer):
     def instruct_models(
         self, base: LoadedModel, tokenizer: CLIPTokenizer
     ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-        """The base's UNet widened and its text encoder with the grown vocabulary (seeded)."""
-        unet = widen_conv_in(base.pipe.unet)
+        """The base's UNet widened and its text encoder with the grown vocabulary (seeded). A base
+        that is already an instruct model (8 input channels) is trained further as it is."""
+        unet = base.pipe.unet
+        if unet.config.in_channels == LATENT_CHANNELS:
+            unet = widen_conv_in(unet)
+        elif unet.config.in_channels != LATENT_CHANNELS + IMAGE_CHANNELS:
+            raise ValueError(
+                f"base {self.config.base!r}: its UNet takes {unet.config.in_channels} input channels; "
+                f"expected {LATENT_CHANNELS} (a text-to-image model) or {LATENT_CHANNELS + IMAGE_CHANNELS} "
+                "(an instruct model)"
+            )
         text_encoder = resize_token_embeddings(
             base.pipe.text_encoder, base.pipe.tokenizer, tokenizer, self.config.seed, self.config.new_token_noise
         )
