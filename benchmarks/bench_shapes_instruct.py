@@ -4,8 +4,10 @@
     python benchmarks/bench_shapes_instruct.py --n 5 --model /tmp/tiny-instruct --no-speed   # plumbing
     python benchmarks/bench_shapes_instruct.py --n 100 --split dev --no-speed --steps 10 --guidance-scale 2 \
         --image-guidance-scale 1.5   # tuning the defaults: on the dev split only
+    python benchmarks/bench_shapes_instruct.py --n 60 --split dev --no-speed --kind background   # one kind
 
-N random edits (a fifth of each kind: background, color, shape, size, style), each named by an
+N random edits (a fifth of each kind: background, color, shape, size, style; or all of the
+``--kind`` given, other pictures than the mixed run's), each named by an
 instruction of the grammar in a phrasing drawn at random, the source rendered. One pipeline call
 per edit gives both figures: the raw InstructPix2Pix output (without ``--preserve``) and its
 composite onto the input (with ``--preserve``; the layer holds the raw output).
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=None, help="text guidance; default: the model's")
     parser.add_argument("--image-guidance-scale", type=float, default=None, help="default: the model's")
     parser.add_argument("--edit-route", action="store_true", help="also: the instruction as captions, to edit")
+    parser.add_argument("--kind", choices=grammar.KINDS, default=None, help="only edits of this kind")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     add_split_arguments(parser)
@@ -128,7 +131,8 @@ def main() -> None:
     model = load_model(args.model, "cpu")
     edit_model = load_model("shapes-64", "cpu") if args.edit_route else None
     rng = np.random.default_rng(args.seed)
-    items = [(*grammar.sample_instruction(rng, grammar.KINDS[i % 5]), args.seed + i) for i in range(args.n)]
+    kinds = [args.kind] if args.kind else list(grammar.KINDS)
+    items = [(*grammar.sample_instruction(rng, kinds[i % len(kinds)]), args.seed + i) for i in range(args.n)]
     start = time.perf_counter()
     rows = [run_item(model, item, args, edit_model) for item in items]
     routes = ["plain", "preserve"] + (["edit_route"] if args.edit_route else [])

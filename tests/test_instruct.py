@@ -26,6 +26,7 @@ from retouch.train.instruct import (
     InstructConfig,
     InstructTrainer,
     conditioning_dropout,
+    emphasis_mask,
     export_checkpoint,
     extend_tokenizer,
     resize_token_embeddings,
@@ -239,6 +240,23 @@ def test_conditioning_dropout_modes():
     text, image = conditioning_dropout(torch.rand(200_000, generator=torch.Generator().manual_seed(0)), 0.05)
     shares = [(text & ~image).float().mean(), (text & image).float().mean(), (~text & image).float().mean()]
     assert all(abs(float(s) - 0.05) < 0.003 for s in shares)
+
+
+def test_loss_emphasis_weights_the_smaller_part():
+    rng = np.random.default_rng(3)
+    pairs = [shapes64.sample_edit(rng, kind) for kind in ("background", "color", "style")]
+    pairs = [p for p in pairs if p.source.size == "small"] or pairs
+    regions = torch.from_numpy(np.stack([p.mask for p in pairs]).astype(np.float32))
+    edit, smaller = emphasis_mask(regions, 16, "edit"), emphasis_mask(regions, 16, "smaller")
+    for pair, e, s in zip(pairs, edit, smaller, strict=True):
+        if pair.kind == "background":  # the object that must survive gets the weight, not the background
+            obj = torch.from_numpy(pair.source.coverage() >= 1.0).float()[None]  # the pixels it keeps
+            assert torch.equal(s, emphasis_mask(obj, 16, "edit")[0])
+            assert s.mean() < 0.5 < e.mean()
+        else:  # a recolour's object, a global edit's whole picture: as before
+            assert torch.equal(s, e)
+    with pytest.raises(ValueError, match="loss_emphasis"):
+        InstructConfig(loss_emphasis="object")
 
 
 def test_widened_unet_starts_as_the_base(tiny_model):

@@ -55,6 +55,7 @@ from retouch.train.tokenizer import build_clip_tokenizer
 
 LATENT_CHANNELS = 4  # the noisy latents a text-to-image UNet takes
 IMAGE_CHANNELS = 4  # the input picture's latents, concatenated after the noisy latents
+LOSS_EMPHASES = ("edit", "smaller")  # InstructConfig.loss_emphasis
 
 
 class TripletSource(Protocol):
@@ -87,12 +88,19 @@ class InstructConfig:
     # share of each sample's loss given to the latent cells the edit may change (0: plain mean);
     # copying the rest is easy, and a small object's recolour is 10% of the picture
     edit_loss_share: float = 0.5
+    # which cells get that share: "edit", the edit region; "smaller", the smaller of the edit region
+    # and the part it keeps (a background edit's object, which must survive the new background)
+    loss_emphasis: str = "edit"
     ema_decay: float = 0.999
     checkpoint_every: int = 200
     new_token_noise: float = 0.1  # new embedding rows: old mean + this x old rows' std x N(0, 1)
     guidance_scale: float = 4.0  # recommended at inference (text), written into retouch.json
     image_guidance_scale: float = 1.5
     inference_steps: int = 20
+
+    def __post_init__(self) -> None:
+        if self.loss_emphasis not in LOSS_EMPHASES:
+            raise ValueError(f"unknown loss_emphasis {self.loss_emphasis!r}; expected one of {LOSS_EMPHASES}")
 
     @classmethod
     def from_json(cls, path: str | Path) -> InstructConfig:
@@ -108,6 +116,18 @@ def conditioning_dropout(p: torch.Tensor, prob: float) -> tuple[torch.Tensor, to
     drop_text = p < 2 * prob
     drop_image = (p >= prob) & (p < 3 * prob)
     return drop_text, drop_image
+
+
+def emphasis_mask(region: torch.Tensor, latent_size: int, emphasis: str = "edit") -> torch.Tensor:
+    """The cells (n, latent_size, latent_size) that ``edit_loss_share`` weights, from the pixel edit
+    regions (n, H, W): the edit region (``"edit"``), or the smaller of it and the part it keeps
+    (``"smaller"``: for a background edit, the object), grown by one cell as ``latent_mask`` does."""
+    if emphasis not in LOSS_EMPHASES:
+        raise ValueError(f"unknown loss_emphasis {emphasis!r}; expected one of {LOSS_EMPHASES}")
+    if emphasis == "smaller":
+        area = region.float().mean(dim=(1, 2), keepdim=True)
+        region = torch.where((area > 0.5) & (area < 1.0), 1.0 - region.float(), region.float())
+    return latent_mask(region.float(), latent_size)
 
 
 def widen_conv_in(unet: UNet2DConditionModel, extra: int = IMAGE_CHANNELS) -> UNet2DConditionModel:
@@ -215,7 +235,7 @@ class InstructTrainer(Trainer):
                 chunks["inputs"].append(vae.encode(pixels_to_tensor(sources)).latent_dist.mode())
                 chunks["targets"].append(vae.encode(pixels_to_tensor(edited)).latent_dist.mean)
                 size = chunks["inputs"][-1].shape[-1]
-                chunks["regions"].append(latent_mask(torch.from_numpy(regions), size))
+                chunks["regions"].append(emphasis_mask(torch.from_numpy(regions), size, c.loss_emphasis))
                 texts += instructions
             tensors = {k: torch.cat(v)[: c.num_triplets].half().contiguous() for k, v in chunks.items()}
             save_file(tensors, path.with_suffix(".tmp"))
