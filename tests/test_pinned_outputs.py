@@ -5,10 +5,13 @@ the public API only, and its pixels must hash to the SHA-256 recorded below, com
 code as it was before the issue-15 redesign. A refactor that changes any output by one bit fails
 here, naming the case and showing a few pixel values.
 
-The hashes hold on this machine kind (x86-64 CPU, the pinned torch build, one torch thread, which
-conftest sets and the ``one_thread`` fixture enforces); another CPU or torch build may round
-differently. CI runs on the same machine kind, so that fragility is accepted; to re-pin after an
-intended change, run ``python tests/test_pinned_outputs.py`` and paste what it prints.
+The hashes hold on the machine kinds they were recorded on (x86-64 CPU, the pinned torch build, one
+torch thread, which conftest sets and the ``one_thread`` fixture enforces); another CPU or package
+set may round differently. ``ALSO_SEEN`` holds the hashes the same code (commit c5b417c) gave on a
+second machine kind (AMD EPYC, the packages a fresh ``make test`` installed on 2026-12-05): the three
+cases whose text embeddings are mixed (global blend, interpolate, style) round differently there.
+To re-pin after an intended change, run ``python tests/test_pinned_outputs.py`` and paste what it
+prints (and drop ``ALSO_SEEN`` unless it is re-recorded on that machine kind too).
 """
 
 from __future__ import annotations
@@ -106,6 +109,12 @@ EXPECTED: dict[str, str] = {  # SHA-256 of the pixels, recorded with one torch t
     "style": "8964edbef7df5c9dc1ff80966708fe6a90d8be0bbae7856ab411357c852d7810",
 }
 
+ALSO_SEEN: dict[str, str] = {  # the same code on the second machine kind (see the module's docstring)
+    "blend-global": "67b0b36fa5b79ebb59e30049fb358720db6da12373a604c4911a4cf1ded38810",
+    "interpolate": "9b5e73c43ce9f19e94084d7b20bff0a8642f6a51fce8277d532ee17acbb75646",
+    "style": "fb7feadaffba6a32e1a51f07c34ecd503c88533e733e9027b72b3c7988a89378",
+}
+
 
 def pixels_sha256(pictures: list[np.ndarray]) -> str:
     """One hash over every picture's shape and bytes, in order."""
@@ -137,7 +146,8 @@ def one_thread():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_output_is_pinned(case: str, tiny_model, tmp_path: Path, one_thread) -> None:
     pictures = CASES[case](tiny_model, tmp_path)
-    assert pixels_sha256(pictures) == EXPECTED[case], f"{case} changed: {describe(pictures)}"
+    accepted = {EXPECTED[case], ALSO_SEEN.get(case, EXPECTED[case])}
+    assert pixels_sha256(pictures) in accepted, f"{case} changed: {describe(pictures)}"
 
 
 if __name__ == "__main__":  # print the table of EXPECTED from the current code
