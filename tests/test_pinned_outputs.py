@@ -8,8 +8,9 @@ here, naming the case and showing a few pixel values.
 The hashes hold on the machine kinds they were recorded on (x86-64 CPU, the pinned torch build, one
 torch thread, which conftest sets and the ``one_thread`` fixture enforces); another CPU or package
 set may round differently. ``ALSO_SEEN`` holds the hashes the same code (commit c5b417c) gave on a
-second machine kind (AMD EPYC, the packages a fresh ``make test`` installed on 2026-12-05): the three
-cases whose text embeddings are mixed (global blend, interpolate, style) round differently there.
+second machine kind (AMD EPYC, the packages a fresh ``make test`` installed on 2026-12-05): three
+cases (global blend, interpolate, style) round differently there; which of the two made them, the
+CPU or the packages, was not pinned down.
 To re-pin after an intended change, run ``python tests/test_pinned_outputs.py`` and paste what it
 prints (and drop ``ALSO_SEEN`` unless it is re-recorded on that machine kind too).
 """

@@ -124,10 +124,11 @@ def emphasis_mask(region: torch.Tensor, latent_size: int, emphasis: str = "edit"
     (``"smaller"``: for a background edit, the object), grown by one cell as ``latent_mask`` does."""
     if emphasis not in LOSS_EMPHASES:
         raise ValueError(f"unknown loss_emphasis {emphasis!r}; expected one of {LOSS_EMPHASES}")
+    region = region.float()
     if emphasis == "smaller":
-        area = region.float().mean(dim=(1, 2), keepdim=True)
-        region = torch.where((area > 0.5) & (area < 1.0), 1.0 - region.float(), region.float())
-    return latent_mask(region.float(), latent_size)
+        area = region.mean(dim=(1, 2), keepdim=True)
+        region = torch.where((area > 0.5) & (area < 1.0), 1.0 - region, region)
+    return latent_mask(region, latent_size)
 
 
 def widen_conv_in(unet: UNet2DConditionModel, extra: int = IMAGE_CHANNELS) -> UNet2DConditionModel:
