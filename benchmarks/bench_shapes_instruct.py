@@ -82,7 +82,7 @@ def summarize(rows: list[dict[str, Any]], route: str) -> dict[str, Any]:
     }
 
 
-def measure_speed(model: LoadedModel, args: argparse.Namespace, repeats: int = 5) -> dict[str, Any]:
+def measure_speed(model: LoadedModel, args: argparse.Namespace, repeats: int = 11) -> dict[str, Any]:
     """Ours against diffusers' pipeline from the same folder, interleaved, after a warm-up round."""
     pair, instruction = grammar.sample_instruction(np.random.default_rng(args.seed), "color")
     source = pair.source.render()

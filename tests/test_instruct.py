@@ -92,6 +92,21 @@ def test_image_guidance_changes_the_picture(instruct_model):
     assert not np.array_equal(np.asarray(a.image), np.asarray(b.image))
 
 
+def test_pipeline_is_kept_per_sampler_and_rebuilt_when_a_component_changes(instruct_dir):
+    """The second call reuses the pipeline (and gives the same pixels); another sampler or a
+    swapped component builds a new one."""
+    model = load_model(str(instruct_dir), device="cpu")
+    first = instruct_module.instruct_pipeline(model, "euler")
+    assert instruct_module.instruct_pipeline(model, "euler") is first
+    assert instruct_module.instruct_pipeline(model, "ddim") is not first
+    a = instruct(model, scene(), INSTRUCTION, seed=3, steps=STEPS)
+    b = instruct(model, scene(), INSTRUCTION, seed=3, steps=STEPS)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    model.pipe.unet = copy.deepcopy(model.pipe.unet)
+    rebuilt = instruct_module.instruct_pipeline(model, "euler")
+    assert rebuilt is not first and rebuilt.unet is model.pipe.unet
+
+
 def test_odd_sizes_and_modes_come_back_at_their_own_size(instruct_model):
     grey = Image.fromarray(scene(27, 30)[..., 0])  # L mode, 27 x 30: padded to 28 x 32 and cropped back
     result = instruct(instruct_model, grey, INSTRUCTION, seed=0, steps=STEPS)
@@ -143,6 +158,13 @@ def test_preserve_regions():
     background[8:20, 10:22] = (220, 40, 40)
     region, mask = preserve_mask(source, background, 4)
     assert region == "background" and not mask[8:20, 10:22].any() and mask.mean() > 0.8
+    drifted = background.copy()
+    drifted[8:20, 10:22] = (190, 70, 60)  # the object moved by 30, the background by 150: it drifted
+    region, mask = preserve_mask(source, drifted, 4)
+    assert region == "background" and not mask[8:20, 10:22].any() and mask.mean() > 0.8
+    recoloured = background.copy()
+    recoloured[8:20, 10:22] = (130, 110, 40)  # moved by 90, more than 0.45 of 150: a global change
+    assert preserve_mask(source, recoloured, 4)[0] == "global"
     region, mask = preserve_mask(source, 255 - source, 4)
     assert region == "global" and mask.all()
     region, mask = preserve_mask(source, source, 4)

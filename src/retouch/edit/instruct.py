@@ -42,7 +42,12 @@ from retouch.models.loading import LoadedModel
 DEFAULT_IMAGE_GUIDANCE_SCALE = 1.5  # the paper's default
 DEFAULT_SCHEDULER: SchedulerName = "euler"
 INSTRUCT_CHANNELS = 8  # 4 noisy latents + 4 latents of the input picture
-GLOBAL_SHARE = 0.5  # preserve: an object more than this share changed makes a change global
+COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet")  # what the pipeline shares with the model
+GLOBAL_SHARE = 0.5  # preserve: an object more than this share changed makes a change global,
+# unless it moved (mean channel shift) by less than this share of the rest's move: a background
+# edit that let the object drift. Chosen on the dev split: background edits' objects drift by
+# 0.2-1.0 of the background's shift, global style edits move the object by 0.52 or more.
+OBJECT_DRIFT_RATIO = 0.45
 __all__ = ["DEFAULT_IMAGE_GUIDANCE_SCALE", "InstructJob", "instruct", "instruct_pipeline", "preserve_mask"]
 
 
@@ -68,12 +73,17 @@ def instruct_pipeline(
     model: LoadedModel | StableDiffusionPipeline, scheduler: SchedulerName = DEFAULT_SCHEDULER
 ) -> StableDiffusionInstructPix2PixPipeline:
     """diffusers' InstructPix2Pix pipeline over ``model``'s own components (no copy of the weights)
-    with the sampler ``scheduler``.
+    with the sampler ``scheduler``. A ``LoadedModel`` keeps the pipeline for the next call with
+    the same sampler, while its components are the ones it was built from.
 
     Raises:
         RetouchError: the UNet takes 4 input channels (a text-to-image model, not an instruct one).
     """
     pipe = model.pipe if isinstance(model, LoadedModel) else model
+    parts = tuple(getattr(pipe, name, None) for name in (*COMPONENTS, "scheduler"))
+    kept = model.views.get(("instruct", scheduler)) if isinstance(model, LoadedModel) else None
+    if kept is not None and all(a is b for a, b in zip(kept[0], parts, strict=True)):
+        return kept[1]
     channels = pipe.unet.config.in_channels
     if channels != INSTRUCT_CHANNELS:
         raise RetouchError(
@@ -81,15 +91,16 @@ def instruct_pipeline(
             f"UNet takes {INSTRUCT_CHANNELS} (the noisy latents and the input's). Pass --model with an "
             "instruct model (the default shapes-64-instruct, or one from `retouch train instruct`)"
         )
-    components = {name: getattr(pipe, name, None) for name in ("vae", "text_encoder", "tokenizer", "unet")}
     made = StableDiffusionInstructPix2PixPipeline(
-        **components,
+        **dict(zip(COMPONENTS, parts, strict=False)),
         scheduler=make_scheduler(scheduler, pipe.scheduler.config),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     made.set_progress_bar_config(disable=True)
+    if isinstance(model, LoadedModel):
+        model.views[("instruct", scheduler)] = (parts, made)
     return made
 
 
@@ -210,23 +221,28 @@ def preserve_mask(
     """Where ``edited`` changed ``source``, snapped to what the picture draws: (region, (H, W) bool).
 
     A pixel changed when a channel moved by more than ``change_tau``. Little or no change:
-    ``"none"`` and an empty mask. A change that leaves the object (what stands out from the
-    background) mostly alone but covers most of the rest: ``"background"``, everything but the
-    object (``snap_background``). One that covers the object and the rest: ``"global"``.
+    ``"none"`` and an empty mask. A change that covers most of the picture but leaves the object
+    (what stands out from the background) mostly alone, or moves it far less than the rest
+    (``OBJECT_DRIFT_RATIO``: the object drifted while the background was repainted):
+    ``"background"``, everything but the object (``snap_background``), whose pixels stay the
+    input's. One that moves the object as much as the rest: ``"global"``.
     Otherwise ``"foreground"``: the changed latent cells grown to the whole object they touch,
     its bounding box included (a new shape fills another part of the box), then cut to the
     edges of the old and the new object (``refine_mask``).
     """
     config = config or masks.MaskConfig()
-    changed = np.abs(source.astype(np.int16) - edited.astype(np.int16)).max(axis=-1) > config.change_tau
-    changed = ndimage.binary_opening(changed)  # specks of a pixel or two are VAE noise, not an edit
+    shift = np.abs(source.astype(np.int16) - edited.astype(np.int16)).max(axis=-1)
+    changed = ndimage.binary_opening(shift > config.change_tau)  # specks of a pixel or two are VAE noise
     if not changed.any():
         return "none", changed
     coarse = masks.downsample_mask(changed, factor)
     if changed.mean() > GLOBAL_SHARE:
         background = masks.snap_background(masks.downsample_mask(changed, factor, every=True), source, factor, config)
         obj = ~background
-        if obj.any() and (changed & obj).mean() / obj.mean() < GLOBAL_SHARE:
+        if obj.any() and (
+            (changed & obj).mean() / obj.mean() < GLOBAL_SHARE  # the object mostly untouched
+            or shift[obj].mean() < OBJECT_DRIFT_RATIO * shift[background].mean()  # or it only drifted
+        ):
             return "background", background
         return "global", np.ones_like(changed)
     latent = masks.snap_foreground(coarse, source, factor, config, box=True)

@@ -47,6 +47,9 @@ class LoadedModel:
     defaults: dict[str, Any] = field(default_factory=dict)  # the model's retouch.json, if it has one
     # the concepts, embeddings and LoRAs applied (``retouch.models.adapters``), one record each
     adapters: list[dict[str, Any]] = field(default_factory=list)
+    # pipelines built over ``pipe``'s components by the methods (``retouch.edit.instruct``), kept for
+    # their next call: key -> (the components they were built from, the pipeline)
+    views: dict[Any, tuple[tuple[Any, ...], Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def guidance_scale(self, value: float | None = None) -> float:
         """``value`` when given, else the scale the model recommends, else 7.5."""
