@@ -92,7 +92,7 @@ def instruct_pipeline(
             "instruct model (the default shapes-64-instruct, or one from `retouch train instruct`)"
         )
     made = StableDiffusionInstructPix2PixPipeline(
-        **dict(zip(COMPONENTS, parts, strict=False)),
+        **dict(zip(COMPONENTS, parts[:-1], strict=True)),
         scheduler=make_scheduler(scheduler, pipe.scheduler.config),
         safety_checker=None,
         feature_extractor=None,
@@ -239,7 +239,7 @@ def preserve_mask(
     if changed.mean() > GLOBAL_SHARE:
         background = masks.snap_background(masks.downsample_mask(changed, factor, every=True), source, factor, config)
         obj = ~background
-        if obj.any() and (
+        if obj.any() and background.any() and (
             (changed & obj).mean() / obj.mean() < GLOBAL_SHARE  # the object mostly untouched
             or shift[obj].mean() < OBJECT_DRIFT_RATIO * shift[background].mean()  # or it only drifted
         ):

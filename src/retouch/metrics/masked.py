@@ -70,7 +70,7 @@ def masked_metrics(
     parts = {"inside": mask, "outside": ~mask & ~band}
     if band.any():
         parts["feather"] = band
-    a, b, mask = _check(a, b, mask)
+    a, b, _ = _check(a, b, mask)
     ssim = ssim_map(a, b).mean(axis=-1)  # one map for every part: the windows do not depend on the mask
     return {
         part: {"psnr": masked_psnr(a, b, m), "ssim": float(ssim[m].mean()) if m.any() else math.nan,
