@@ -3,6 +3,8 @@ on the shapes-64 world.
 
     nice python benchmarks/bench_concepts.py --out outputs/bench_concepts.json
     nice python benchmarks/bench_concepts.py --methods textual-inversion --prompts 20   # a quick look
+    python benchmarks/bench_concepts.py --methods dreambooth --split 1 --prompts 20 --train-prompts \
+        --override '{"steps": 600, "lr": 5e-4, "prior": 0}'   # a dev-split look at other settings
     python benchmarks/bench_concepts.py --model /tmp/tiny64 --steps 2 --prompts 2 --sample-steps 2
 
 Each method is taught ``<star>`` from 5 rendered pictures (varied colour, background, size and
@@ -166,7 +168,7 @@ def drift_score(model, n: int, steps: int) -> dict[str, Any]:
 
 
 def train(args, method: str, shapes: list[str], folder: Path, pictures: dict[str, Path]):
-    spec = METHODS[method]
+    spec = {**METHODS[method], **args.override}
     prior_rng = np.random.default_rng(PRIOR_SEED)  # the prior: the model's own pictures of canonical captions
     prior_prompts = tuple(w.sample_scene(prior_rng, style="plain").caption() for _ in range(spec.get("prior", 0)))
     settings = ConceptSettings(
@@ -209,7 +211,8 @@ def run(args) -> dict[str, Any]:
     train_scenes = {s: training_scenes(s, TRAIN_SEED + i) for i, s in enumerate(("star", "diamond"))}
     pictures = {s: write_pictures(work / s, sc, f"<{s}>") for s, sc in train_scenes.items()}
     held = {s: held_out_scenes(s, train_scenes[s], args.prompts, PROMPT_SEED + args.split) for s in train_scenes}
-    report: dict[str, Any] = {"prompts": args.prompts, "sample_steps": args.sample_steps, "methods": {}}
+    report: dict[str, Any] = {"prompts": args.prompts, "split": args.split, "sample_steps": args.sample_steps,
+                              "override": args.override, "methods": {}}
     base = load_model(args.model, device="cpu")
     if args.vae_ceiling:
         report["vae_ceiling"] = vae_ceiling(base, args.vae_ceiling)
@@ -229,6 +232,8 @@ def run(args) -> dict[str, Any]:
             "seconds_per_step": figures["seconds_per_step"],
             "total_seconds": round(seconds, 1),
             "star": concept_score(result.model, "star", "<star>", held["star"], args.sample_steps),
+            **({"train_prompts": concept_score(result.model, "star", "<star>", train_scenes["star"], args.sample_steps)}
+               if args.train_prompts else {}),
             "drift": drift_score(result.model, args.prompts, args.sample_steps),
         }
         if args.edit:
@@ -271,6 +276,11 @@ def main() -> None:
     parser.add_argument("--edit", type=int, default=0, metavar="N", help="also edit <star> into N pictures")
     parser.add_argument("--vae-ceiling", type=int, default=0, metavar="N",
                         help="also read back N VAE reconstructions of each shape (the methods' ceiling)")
+    parser.add_argument("--override", type=json.loads, default={}, metavar="JSON",
+                        help="settings replacing every chosen method's (keys: steps, lr, prior, prior_weight, "
+                        'options), e.g. \'{"steps": 600, "lr": 5e-4, "prior": 0}\'')
+    parser.add_argument("--train-prompts", action="store_true",
+                        help="also score the 5 training captions (does the method reproduce its own pictures?)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -2,6 +2,8 @@
 
     python benchmarks/experiment_vae_decoder.py 900 2   # steps, threads
     python benchmarks/experiment_vae_decoder.py 300 2 stars   # the diagnostic: stars instead of polygons
+    python benchmarks/experiment_vae_decoder.py 600 2 polygons encoder   # the encoder learns too
+    python benchmarks/experiment_vae_decoder.py 900 2 polygons encoder 10   # edge pixels weigh 1 + 10
 
 Fine-tunes a copy of the bundled VAE's decoder (the encoder frozen, so the UNet's latent space
 stays) on batches of half world scenes, half random polygons (3-12 vertices at random angles and
@@ -9,7 +11,10 @@ radii: never the spec's star), L1 + MSE on the round trip; every 300 steps print
 oracle (reserved shapes among its candidates) reads 60 stars, crosses, triangles and circles back
 through the VAE, and the mean round-trip PSNR of 200 world scenes. Nothing is saved. With
 ``stars`` the polygons are rendered stars (other scenes than the scored ones): not a method, a
-bound on what any decoder fix can reach with this encoder's latents.
+bound on what any decoder fix can reach with this encoder's latents. With ``encoder`` the whole VAE
+learns (its latent space moves, so the UNet would have to be retrained on it), lr 3e-4, plus the
+recipe's 1e-6 KL term. A fifth argument K weighs every pixel within one pixel of a colour edge of
+the input 1 + K times in the loss (whatever the edge's contrast), the rest 1.
 """
 
 import copy
@@ -18,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from polygons import polygon_scene
 
 from retouch.models.loading import load_model
 from retouch.worlds import shapes64 as w
@@ -26,28 +31,23 @@ from retouch.worlds import shapes64 as w
 torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 900
 stars = len(sys.argv) > 3 and sys.argv[3] == "stars"
+whole = len(sys.argv) > 4 and sys.argv[4] == "encoder"
+edge_weight = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 vae = load_model("shapes-64", device="cpu").pipe.vae
 base = copy.deepcopy(vae)
 rng = np.random.default_rng(0)
-PAL = np.array([w.PALETTE[c] for c in w.COLORS], dtype=np.uint8)
 
-def polygon_scene(rng):
-    bg, fg = rng.choice(len(PAL), 2, replace=False)
-    side = int(rng.choice([w.SIZES["small"], w.SIZES["large"]]))
-    x0, y0 = rng.integers(0, w.CANVAS - side + 1, 2)
-    n = int(rng.integers(3, 13))
-    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
-    rad = rng.uniform(0.3, 1.0, n) * side / 2
-    cx, cy = (x0 + side / 2) * 4, (y0 + side / 2) * 4
-    pts = [(cx + 4 * r * np.cos(a), cy + 4 * r * np.sin(a)) for a, r in zip(ang, rad, strict=True)]
-    img = Image.new("RGB", (256, 256), tuple(int(v) for v in PAL[bg]))
-    ImageDraw.Draw(img).polygon(pts, fill=tuple(int(v) for v in PAL[fg]))
-    return np.asarray(img.resize((64, 64), Image.BOX))
 
 def batch(rng, n=32):
     other = (lambda: w.sample_scene(rng, shapes=("star",)).render()) if stars else (lambda: polygon_scene(rng))
     out = [w.sample_scene(rng).render() if i % 2 else other() for i in range(n)]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+def pixel_weights(x):
+    """1 + edge_weight where a 3x3 neighbourhood of the input holds more than one colour, else 1."""
+    spread = (torch.nn.functional.max_pool2d(x, 3, 1, 1) + torch.nn.functional.max_pool2d(-x, 3, 1, 1)).amax(1)
+    return 1 + edge_weight * (spread > 0.02).float()[:, None]
+
 
 def roundtrip(v, x):
     with torch.no_grad():
@@ -77,17 +77,21 @@ evaluate(base, "before")
 for p in vae.parameters():
     p.requires_grad_(False)
 params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+if whole:
+    params = list(vae.parameters())
 for p in params:
     p.requires_grad_(True)
-print("decoder params", sum(p.numel() for p in params))
-opt = torch.optim.Adam(params, lr=1e-4)
+print("learning params", sum(p.numel() for p in params))
+opt = torch.optim.Adam(params, lr=3e-4 if whole else 1e-4)
 t = time.perf_counter()
 for step in range(steps):
     x = batch(rng)
-    with torch.no_grad():
-        z = vae.encode(x).latent_dist.mode()
-    y = vae.decode(z).sample
-    loss = (y - x).abs().mean() + ((y - x) ** 2).mean()
+    with torch.set_grad_enabled(whole):
+        posterior = vae.encode(x).latent_dist
+    y = vae.decode(posterior.sample() if whole else posterior.mode()).sample
+    weights = pixel_weights(x)
+    loss = (weights * ((y - x).abs() + (y - x) ** 2)).mean() / weights.mean()
+    loss = loss + (1e-6 * posterior.kl().mean() if whole else 0)
     opt.zero_grad()
     loss.backward()
     opt.step()
