@@ -4,17 +4,19 @@
     python benchmarks/experiment_vae_decoder.py 300 2 stars   # the diagnostic: stars instead of polygons
     python benchmarks/experiment_vae_decoder.py 600 2 polygons encoder   # the encoder learns too
     python benchmarks/experiment_vae_decoder.py 900 2 polygons encoder 10   # edge pixels weigh 1 + 10
+    python benchmarks/experiment_vae_decoder.py 900 2 polygons decoder 10 runs/vae-edges   # ... and save it
 
 Fine-tunes a copy of the bundled VAE's decoder (the encoder frozen, so the UNet's latent space
 stays) on batches of half world scenes, half random polygons (3-12 vertices at random angles and
 radii: never the spec's star), L1 + MSE on the round trip; every 300 steps prints how often the
 oracle (reserved shapes among its candidates) reads 60 stars, crosses, triangles and circles back
-through the VAE, and the mean round-trip PSNR of 200 world scenes. Nothing is saved. With
+through the VAE, and the mean round-trip PSNR of 200 world scenes. With
 ``stars`` the polygons are rendered stars (other scenes than the scored ones): not a method, a
 bound on what any decoder fix can reach with this encoder's latents. With ``encoder`` the whole VAE
 learns (its latent space moves, so the UNet would have to be retrained on it), lr 3e-4, plus the
 recipe's 1e-6 KL term. A fifth argument K weighs every pixel within one pixel of a colour edge of
-the input 1 + K times in the loss (whatever the edge's contrast), the rest 1.
+the input 1 + K times in the loss (whatever the edge's contrast), the rest 1. A sixth argument
+saves the VAE there (diffusers folder) at the end; otherwise nothing is saved.
 """
 
 import copy
@@ -33,6 +35,7 @@ steps = int(sys.argv[1]) if len(sys.argv) > 1 else 900
 stars = len(sys.argv) > 3 and sys.argv[3] == "stars"
 whole = len(sys.argv) > 4 and sys.argv[4] == "encoder"
 edge_weight = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+save_to = sys.argv[6] if len(sys.argv) > 6 else None
 vae = load_model("shapes-64", device="cpu").pipe.vae
 base = copy.deepcopy(vae)
 rng = np.random.default_rng(0)
@@ -100,3 +103,6 @@ for step in range(steps):
     if step and step % 300 == 0:
         evaluate(vae, f"step {step}")
 evaluate(vae, f"step {steps}")
+if save_to:
+    vae.save_pretrained(save_to)
+    print("saved to", save_to)
