@@ -39,7 +39,7 @@ import torch
 from bench_shapes_edit import preservation_psnr
 from PIL import Image
 from safetensors.torch import load_file
-from shapes_scoring import in_place
+from shapes_scoring import in_place, read_back
 
 from retouch.core.generate import generate
 from retouch.edit.api import edit
@@ -142,23 +142,12 @@ def edit_score(model, n: int, seed: int) -> dict[str, Any]:
     return {"n": n, "success": round(float(np.mean(hits)), 4), "psnr_outside_median": float(np.median(psnrs))}
 
 
-@torch.no_grad()
-def vae_ceiling(model, n: int, seed: int = 2026) -> dict[str, Any]:
-    """Per shape, how often the oracle (reserved shapes among its candidates) reads the shape back
-    from the VAE's reconstruction (encoder mode, decoder) of ``n`` rendered plain scenes: what a
-    method that learns a shape from the encoder's latents gets even when its UNet draws them exactly."""
-    vae, rng, out = model.pipe.vae, np.random.default_rng(seed), {}
-    for shape in (*w.SHAPES, *w.RESERVED_SHAPES):
-        hits: dict[str, list[bool]] = {"small": [], "large": []}
-        for _ in range(n):
-            scene = w.sample_scene(rng, shapes=(shape,), style="plain")
-            pixels = torch.from_numpy(scene.render()).permute(2, 0, 1)[None].float() / 127.5 - 1
-            decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample[0]
-            image = ((decoded.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-            hits[scene.size].append(w.read_scene(image, reserved=True).shape == shape)
-        out[shape] = {"read": round(float(np.mean(hits["small"] + hits["large"])), 4),
-                      **{size: round(float(np.mean(h)), 4) for size, h in hits.items() if h}}
-    return out
+def vae_ceiling(model, n: int) -> dict[str, Any]:
+    """Per shape, how often the oracle (reserved shapes among its candidates) reads ``n`` rendered
+    plain scenes back from the VAE's reconstruction (encoder mode, decoder): what a method that
+    learns a shape from the encoder's latents gets even when its UNet draws them exactly."""
+    vae = model.pipe.vae
+    return read_back(torch.no_grad()(lambda x: vae.decode(vae.encode(x).latent_dist.mode()).sample), n)
 
 
 def drift_score(model, n: int, steps: int) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from polygons import polygon_scene, read_back
+from polygons import polygon_scene
+from shapes_scoring import read_back
 
 from retouch.models.loading import load_model
 from retouch.train.ldm import LDMConfig, Trainer

@@ -26,21 +26,3 @@ def polygon_scene(rng: np.random.Generator) -> np.ndarray:
     ImageDraw.Draw(image).polygon(points, fill=tuple(int(v) for v in PALETTE[fg]))
     return np.asarray(image.resize((64, 64), Image.BOX))
 
-
-def read_back(roundtrip, n: int = 100, seed: int = 2026) -> dict[str, dict[str, float]]:
-    """Per shape (training and reserved), how often the oracle (reserved shapes among its
-    candidates) reads ``n`` plain scenes back after ``roundtrip`` ((1, 3, 64, 64) in [-1, 1] ->
-    the same), overall and per size."""
-    import torch
-
-    rng, out = np.random.default_rng(seed), {}
-    for shape in (*w.SHAPES, *w.RESERVED_SHAPES):
-        hits: dict[str, list[bool]] = {"small": [], "large": []}
-        for _ in range(n):
-            scene = w.sample_scene(rng, shapes=(shape,), style="plain")
-            x = torch.from_numpy(scene.render()).permute(2, 0, 1)[None].float() / 127.5 - 1
-            image = ((roundtrip(x)[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-            hits[scene.size].append(w.read_scene(image, reserved=True).shape == shape)
-        out[shape] = {"read": round(float(np.mean(hits["small"] + hits["large"])), 3),
-                      **{size: round(float(np.mean(h)), 3) for size, h in hits.items()}}
-    return out

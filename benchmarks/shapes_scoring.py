@@ -1,4 +1,5 @@
-"""What every shapes-64 benchmark shares: dev/test splits and the object-in-place check.
+"""What every shapes-64 benchmark shares: dev/test splits, the object-in-place check, and how often
+a round trip (a VAE's, say) lets each shape through.
 
 Splits: settings are tuned on ``dev`` and figures are reported on ``test``. Each benchmark draws
 its pairs and seeds from one base seed; the two splits' base seeds are far enough apart that their
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from retouch.worlds import shapes64
 
@@ -58,3 +61,22 @@ def centre_shift(output: np.ndarray, target: shapes64.Scene) -> float:
 
 def in_place(output: np.ndarray, target: shapes64.Scene) -> bool:
     return centre_shift(output, target) <= PLACE_TOLERANCE_PX
+
+
+def read_back(
+    roundtrip: Callable[[torch.Tensor], torch.Tensor], n: int = 100, seed: int = 2026
+) -> dict[str, dict[str, float]]:
+    """Per shape (training and reserved), how often the oracle (reserved shapes among its
+    candidates) reads ``n`` plain scenes back after ``roundtrip`` ((1, 3, 64, 64) in [-1, 1] ->
+    the same), overall and per size."""
+    rng, out = np.random.default_rng(seed), {}
+    for shape in (*shapes64.SHAPES, *shapes64.RESERVED_SHAPES):
+        hits: dict[str, list[bool]] = {"small": [], "large": []}
+        for _ in range(n):
+            scene = shapes64.sample_scene(rng, shapes=(shape,), style="plain")
+            x = torch.from_numpy(scene.render()).permute(2, 0, 1)[None].float() / 127.5 - 1
+            image = ((roundtrip(x)[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+            hits[scene.size].append(shapes64.read_scene(image, reserved=True).shape == shape)
+        out[shape] = {"read": round(float(np.mean(hits["small"] + hits["large"])), 4),
+                      **{size: round(float(np.mean(h)), 4) for size, h in hits.items() if h}}
+    return out
