@@ -5,13 +5,15 @@
     python benchmarks/experiment_vae_decoder.py 600 2 polygons encoder   # the encoder learns too
     python benchmarks/experiment_vae_decoder.py 900 2 polygons encoder 10   # edge pixels weigh 1 + 10
     python benchmarks/experiment_vae_decoder.py 900 2 polygons decoder 10 runs/vae-edges   # ... and save it
+    python benchmarks/experiment_vae_decoder.py 600 2 world decoder 10   # world scenes only, no polygons
 
 Fine-tunes a copy of the bundled VAE's decoder (the encoder frozen, so the UNet's latent space
 stays) on batches of half world scenes, half random polygons (3-12 vertices at random angles and
 radii: never the spec's star), L1 + MSE on the round trip; every 300 steps prints how often the
 oracle (reserved shapes among its candidates) reads 60 stars, crosses, triangles and circles back
-through the VAE, and the mean round-trip PSNR of 200 world scenes. With
-``stars`` the polygons are rendered stars (other scenes than the scored ones): not a method, a
+through the VAE, and the mean round-trip PSNR of 200 world scenes. With ``world`` there are no
+polygons (world scenes only). With ``stars`` the polygons are rendered stars (other scenes than the
+scored ones): not a method, a
 bound on what any decoder fix can reach with this encoder's latents. With ``encoder`` the whole VAE
 learns (its latent space moves, so the UNet would have to be retrained on it), lr 3e-4, plus the
 recipe's 1e-6 KL term. A fifth argument K weighs every pixel within one pixel of a colour edge of
@@ -28,11 +30,13 @@ import torch
 from polygons import polygon_scene
 
 from retouch.models.loading import load_model
+from retouch.train.ldm import reconstruction_loss
 from retouch.worlds import shapes64 as w
 
 torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 900
 stars = len(sys.argv) > 3 and sys.argv[3] == "stars"
+world_only = len(sys.argv) > 3 and sys.argv[3] == "world"
 whole = len(sys.argv) > 4 and sys.argv[4] == "encoder"
 edge_weight = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 save_to = sys.argv[6] if len(sys.argv) > 6 else None
@@ -43,14 +47,8 @@ rng = np.random.default_rng(0)
 
 def batch(rng, n=32):
     other = (lambda: w.sample_scene(rng, shapes=("star",)).render()) if stars else (lambda: polygon_scene(rng))
-    out = [w.sample_scene(rng).render() if i % 2 else other() for i in range(n)]
+    out = [w.sample_scene(rng).render() if i % 2 or world_only else other() for i in range(n)]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-def pixel_weights(x):
-    """1 + edge_weight where a 3x3 neighbourhood of the input holds more than one colour, else 1."""
-    spread = (torch.nn.functional.max_pool2d(x, 3, 1, 1) + torch.nn.functional.max_pool2d(-x, 3, 1, 1)).amax(1)
-    return 1 + edge_weight * (spread > 0.02).float()[:, None]
-
 
 def roundtrip(v, x):
     with torch.no_grad():
@@ -92,8 +90,7 @@ for step in range(steps):
     with torch.set_grad_enabled(whole):
         posterior = vae.encode(x).latent_dist
     y = vae.decode(posterior.sample() if whole else posterior.mode()).sample
-    weights = pixel_weights(x)
-    loss = (weights * ((y - x).abs() + (y - x) ** 2)).mean() / weights.mean()
+    loss = reconstruction_loss(y, x, edge_weight)
     loss = loss + (1e-6 * posterior.kl().mean() if whole else 0)
     opt.zero_grad()
     loss.backward()

@@ -19,13 +19,20 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
 from retouch.cli import main
-from retouch.train.ldm import LDMConfig, Trainer, _latent_mask, foreground_weights, min_snr_weights
+from retouch.train.ldm import (
+    LDMConfig,
+    Trainer,
+    _latent_mask,
+    foreground_weights,
+    min_snr_weights,
+    reconstruction_loss,
+)
 from retouch.worlds import shapes64
 from retouch.worlds.shapes64_data import Shapes64Source
 
 TINY = {
     "vae_channels": [8, 8, 8], "vae_steps": 4, "vae_batch_size": 4, "vae_crop": 16, "num_latents": 64,
-    "decoder_steps": 2, "decoder_batch_size": 2,
+    "decoder_steps": 2, "decoder_batch_size": 2, "decoder_edge_weight": 10.0,
     "text_hidden": 16, "text_layers": 1, "text_heads": 2, "unet_channels": [8, 16, 16], "unet_heads": 2,
     "unet_steps": 6, "unet_batch_size": 4, "checkpoint_every": 2, "warmup_steps": 2,
     "unet_text_time_embedding": True, "min_snr_gamma": 5.0, "foreground_loss_share": 0.5,
@@ -60,6 +67,27 @@ def test_train_model_writes_a_diffusers_folder(recipe: Path, tmp_path: Path, cap
     # a second run into the same folder needs --resume
     assert main(["train", "model", "--recipe", str(recipe), "--output", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
+    _decoder_on_a_base(out, tmp_path, capsys)
+
+
+def _decoder_on_a_base(base: Path, tmp_path: Path, capsys) -> None:
+    """A recipe with ``base`` fine-tunes that model's decoder alone: everything else stays bit for bit."""
+    staged = {**TINY, "base": str(base), "vae_steps": 0, "unet_steps": 0, "decoder_steps": 2, "decoder_lr": 0.01}
+    (tmp_path / "staged.json").write_text(json.dumps(staged))
+    out = tmp_path / "sharpened"
+    assert main(["--quiet", "train", "model", "--recipe", str(tmp_path / "staged.json"), "--output", str(out)]) == 0
+    for part in ("unet/diffusion_pytorch_model", "text_encoder/model"):
+        assert load_file(out / f"{part}.safetensors").keys() == load_file(base / f"{part}.safetensors").keys()
+        new, old = load_file(out / f"{part}.safetensors"), load_file(base / f"{part}.safetensors")
+        assert all(torch.equal(new[k], old[k]) for k in old), part
+    new, old = (load_file(m / "vae/diffusion_pytorch_model.safetensors") for m in (out, base))
+    assert all(torch.equal(new[k], old[k]) for k in old if k.startswith(("encoder.", "quant_conv.")))
+    assert not all(torch.equal(new[k], old[k]) for k in old if k.startswith("decoder."))
+    schedulers = [(m / "scheduler/scheduler_config.json").read_text() for m in (out, base)]
+    assert schedulers[0] == schedulers[1]
+    (tmp_path / "staged.json").write_text(json.dumps({**staged, "unet_steps": 6}))
+    assert main(["train", "model", "--recipe", str(tmp_path / "staged.json"), "--output", str(tmp_path / "x")]) == 2
+    assert "decoder alone" in capsys.readouterr().err
 
 
 def test_kill_9_then_resume_gives_the_same_weights(recipe: Path, tmp_path: Path):
@@ -143,6 +171,23 @@ def test_min_snr_weights():
     eps = min_snr_weights(snr, 5.0, "epsilon")
     assert torch.allclose(v, torch.tensor([1.0, 0.5, 5 / 6, 5 / 21]))
     assert torch.allclose(eps, torch.tensor([1.0, 1.0, 1.0, 0.25]))  # 1 at snr 0: no 0/0
+
+
+def test_reconstruction_loss_weighs_colour_edges():
+    x = torch.full((1, 3, 8, 8), -0.5)
+    x[:, 0, 2:6, 2:6] = 0.5  # a red square: its edge pixels are those within one pixel of its border
+    flat_error, edge_error = torch.zeros_like(x), torch.zeros_like(x)
+    flat_error[:, :, 0, 0] = 0.2  # a corner far from the square
+    edge_error[:, :, 2, 2] = 0.2  # the square's own corner
+    assert torch.equal(reconstruction_loss(x + flat_error, x), reconstruction_loss(x + edge_error, x))
+    assert torch.allclose(
+        reconstruction_loss(x + flat_error, x), torch.nn.functional.l1_loss(x + flat_error, x)
+        + torch.nn.functional.mse_loss(x + flat_error, x)
+    )
+    flat, edge = reconstruction_loss(x + flat_error, x, 10.0), reconstruction_loss(x + edge_error, x, 10.0)
+    assert torch.isclose(edge / flat, torch.tensor(11.0))  # the same error costs 1 + 10 times more on an edge
+    with pytest.raises(Exception, match="decoder_edge_weight"):
+        LDMConfig(decoder_edge_weight=-1.0).check()
 
 
 def test_foreground_weights_give_the_object_its_share():
