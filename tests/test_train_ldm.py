@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
 from retouch.cli import main
+from retouch.errors import RetouchError
 from retouch.train.ldm import (
     LDMConfig,
     Trainer,
@@ -74,12 +75,13 @@ def _decoder_on_a_base(base: Path, tmp_path: Path, capsys) -> None:
     """A recipe with ``base`` fine-tunes that model's decoder alone: everything else stays bit for bit."""
     staged = {**TINY, "base": str(base), "vae_steps": 0, "unet_steps": 0, "decoder_steps": 2, "decoder_lr": 0.01}
     (tmp_path / "staged.json").write_text(json.dumps(staged))
+    (base / "retouch.json").write_text(json.dumps({"guidance_scale": 7.5, "steps": 30}))  # the base's own defaults
     out = tmp_path / "sharpened"
     assert main(["--quiet", "train", "model", "--recipe", str(tmp_path / "staged.json"), "--output", str(out)]) == 0
     for part in ("unet/diffusion_pytorch_model", "text_encoder/model"):
-        assert load_file(out / f"{part}.safetensors").keys() == load_file(base / f"{part}.safetensors").keys()
         new, old = load_file(out / f"{part}.safetensors"), load_file(base / f"{part}.safetensors")
-        assert all(torch.equal(new[k], old[k]) for k in old), part
+        assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in old), part
+    assert json.loads((out / "retouch.json").read_text()) == {"guidance_scale": 7.5, "steps": 30}
     new, old = (load_file(m / "vae/diffusion_pytorch_model.safetensors") for m in (out, base))
     assert all(torch.equal(new[k], old[k]) for k in old if k.startswith(("encoder.", "quant_conv.")))
     assert not all(torch.equal(new[k], old[k]) for k in old if k.startswith("decoder."))
@@ -186,7 +188,7 @@ def test_reconstruction_loss_weighs_colour_edges():
     )
     flat, edge = reconstruction_loss(x + flat_error, x, 10.0), reconstruction_loss(x + edge_error, x, 10.0)
     assert torch.isclose(edge / flat, torch.tensor(11.0))  # the same error costs 1 + 10 times more on an edge
-    with pytest.raises(Exception, match="decoder_edge_weight"):
+    with pytest.raises(RetouchError, match="decoder_edge_weight"):
         LDMConfig(decoder_edge_weight=-1.0).check()
 
 

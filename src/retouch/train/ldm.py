@@ -233,9 +233,10 @@ class Trainer:
         """The run itself, once ``run`` holds the lock and has checked the recipe."""
         source = source or make_source(self.config.data, self.config.data_dir, self.config.resolution)
         if self.config.base is not None:
-            base = load_model(self.config.base, device="cpu").pipe
-            vae = self.finetune_decoder(source, base.vae)
-            return self.export(vae, base.text_encoder, base.tokenizer, base.unet, base.scheduler)
+            base = load_model(self.config.base, device="cpu")
+            pipe = base.pipe
+            vae = self.finetune_decoder(source, pipe.vae)
+            return self.export(vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler, base.defaults)
         tokenizer = self.tokenizer(source)
         vae = self.train_vae(source)
         latents, captions, foreground = self.encode_latents(source, vae)
@@ -283,7 +284,7 @@ class Trainer:
             x0, y0 = rng.integers(0, source.resolution - crop + 1, 2)
             x = pixels_to_tensor(images[:, y0 : y0 + crop, x0 : x0 + crop])
             recon, kl = vae(x)
-            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + c.vae_kl_weight * kl
+            loss = reconstruction_loss(recon, x) + c.vae_kl_weight * kl
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(vae.parameters(), 1.0)
             opt.step()
@@ -491,9 +492,10 @@ class Trainer:
 
     def export(
         self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, unet: UNet2DConditionModel,
-        scheduler: object | None = None,
+        scheduler: object | None = None, defaults: dict | None = None,
     ) -> Path:
-        """The pipeline folder; ``scheduler`` (a base model's) or one built from the recipe."""
+        """The pipeline folder; a base model's ``scheduler`` and ``defaults`` (its retouch.json), or
+        ones built from the recipe."""
         if self.accelerator.is_main_process:
             scheduler = scheduler or EulerDiscreteScheduler.from_config(self.noise_scheduler().config)
             pipe = StableDiffusionPipeline(
@@ -508,7 +510,7 @@ class Trainer:
             )
             pipe.save_pretrained(self.output_dir, safe_serialization=True)
             (self.output_dir / "recipe.json").write_text(self.config.to_json())
-            defaults = {"guidance_scale": self.config.guidance_scale, "steps": 25}
+            defaults = defaults or {"guidance_scale": self.config.guidance_scale, "steps": 25}
             (self.output_dir / "retouch.json").write_text(json.dumps(defaults, indent=2) + "\n")
             plot_curves(self.work, self.output_dir / "training_curves.png")
         self.accelerator.wait_for_everyone()
