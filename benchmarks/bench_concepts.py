@@ -57,7 +57,7 @@ TRAIN_SEED, PROMPT_SEED, DRIFT_SEED, PRIOR_SEED, EDIT_SEED = 101, 202, 303, 404,
 # the base model's own pictures of random canonical captions (all training shapes).
 METHODS: dict[str, dict[str, Any]] = {
     "textual-inversion": {"steps": 400, "lr": 5e-3, "options": {}},
-    "lora": {"steps": 400, "lr": 2e-3, "options": {}, "prior": 40},
+    "lora": {"steps": 400, "lr": 2e-3, "options": {"conv": True}, "prior": 40},  # --conv: 2026-12-05, dev look
     "dreambooth": {"steps": 300, "lr": 1e-4, "options": {}, "prior": 40},
     "custom-diffusion": {"steps": 400, "lr": 2e-3, "options": {}, "prior": 40},
     # variants (--methods NAME): the token learns too
@@ -69,6 +69,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "options": {"train_text_encoder": True},
     },
     "lora-unet": {"method": "lora", "steps": 600, "lr": 2e-3, "prior": 40, "options": {"train_text_encoder": False}},
+    "lora-attention": {"method": "lora", "steps": 400, "lr": 2e-3, "options": {}, "prior": 40},  # before --conv
 }
 CLASS_WORD = {"star": "cross", "diamond": "square"}  # class images: the nearest training shape
 

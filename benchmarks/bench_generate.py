@@ -19,57 +19,15 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from retouch.core.generate import generate
 from retouch.core.schedulers import make_scheduler
-from retouch.models.tiny import tiny_components, tiny_pipeline
+from retouch.models.random_sd15 import sd15_pipeline
+from retouch.models.tiny import tiny_pipeline
 
 PROMPT = "a large red circle on a blue background"
-
-
-def sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    """SD-1.5's architecture (UNet ~860M parameters, CLIP ViT-L/14 text encoder, SD VAE), random weights."""
-    components = tiny_components(seed)  # tokenizer and scheduler only; the models are replaced
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        components["unet"] = UNet2DConditionModel(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-        ).eval()
-        components["vae"] = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        ).eval()
-        components["text_encoder"] = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_attention_heads=12,
-                num_hidden_layers=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-                projection_dim=768,
-                bos_token_id=components["tokenizer"].bos_token_id,
-                eos_token_id=components["tokenizer"].eos_token_id,
-                pad_token_id=components["tokenizer"].pad_token_id,
-            )
-        ).eval()
-    return StableDiffusionPipeline(**components, requires_safety_checker=False)
 
 
 def timed(fn: Callable[[], Image.Image]) -> tuple[float, float, Image.Image]:

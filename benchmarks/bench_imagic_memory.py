@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import sd15_pipeline  # noqa: E402
-
-from retouch.core.latents import encode, text_embeddings  # noqa: E402
-from retouch.edit.imagic_stages import ImagicConfig, imagic_unet, optimize_embedding, tune_unet  # noqa: E402
-from retouch.train.finetune import training_scheduler  # noqa: E402
+from retouch.core.latents import encode, text_embeddings
+from retouch.edit.imagic_stages import ImagicConfig, imagic_unet, optimize_embedding, tune_unet
+from retouch.models.random_sd15 import sd15_pipeline
+from retouch.train.finetune import training_scheduler
 
 GB = 1024**3
 

@@ -1,8 +1,9 @@
 """Load trained concepts with plain diffusers (no retouch import) and draw one picture each.
 
 Run as ``python concept_plain_load.py JOBS.json OUT.npz``; JOBS is a list of {"name", "base",
-"concept", "prompt", "lora_role"}. Each picture: DDIM, 2 steps, guidance 7.5, seed 0, as
-``retouch.generate(..., scheduler="ddim")`` draws it. This is also how a diffusers user loads them.
+"concept", "prompt", "lora_role", "steps", "guidance_scale"}. Each picture: DDIM, seed 0, 2 steps and
+guidance 7.5 unless the job says otherwise, as ``retouch.generate(..., scheduler="ddim")`` draws it.
+This is also how a diffusers user loads them.
 """
 
 import json
@@ -42,7 +43,8 @@ def main() -> None:
     for job in jobs:
         pipe = load(job["base"], Path(job["concept"]), job.get("lora_role", "lora"))
         generator = torch.Generator("cpu").manual_seed(0)
-        image = pipe(job["prompt"], num_inference_steps=2, guidance_scale=7.5, generator=generator).images[0]
+        steps, scale = job.get("steps", 2), job.get("guidance_scale", 7.5)
+        image = pipe(job["prompt"], num_inference_steps=steps, guidance_scale=scale, generator=generator).images[0]
         pictures[job["name"]] = np.asarray(image)
     assert "retouch" not in sys.modules, "the plain loader imported retouch"
     np.savez(sys.argv[2], **pictures)

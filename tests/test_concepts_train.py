@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from concept_cases import CASES, draw_plain, write_pictures
 from safetensors.torch import load_file
 
 from retouch.core.generate import generate
@@ -26,22 +26,6 @@ from retouch.train.concept_merge import merged_weight
 from retouch.train.personalize import personalize
 
 PROMPT = "a <star> on a red background"
-PLAIN_LOADER = Path(__file__).parent / "concept_plain_load.py"
-CASES = {  # name -> (method, options)
-    "textual-inversion": ("textual-inversion", {"num_vectors": 2}),
-    "lora": ("lora", {}),
-    "dreambooth": ("dreambooth", {}),
-    "dreambooth-lora": ("dreambooth", {"lora": True, "train_text_encoder": True}),
-    "custom-diffusion": ("custom-diffusion", {}),
-}
-
-
-def write_pictures(folder: Path, count: int, side: int = 32, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
 
 
 def settings(tmp: Path, **changes) -> ConceptSettings:
@@ -72,17 +56,9 @@ def trained(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def plain_pictures(trained, tiny_model_dir, tmp_path_factory):
     """The same pictures drawn by plain diffusers from the saved files, in one subprocess."""
-    tmp = tmp_path_factory.mktemp("plain")
     jobs = [{"name": name, "base": str(tiny_model_dir), "concept": str(folder), "prompt": PROMPT}
             for name, (folder, _) in trained.items()]
-    jobs += [{**job, "name": job["name"] + "-kohya", "lora_role": "lora_kohya"}
-             for job in jobs if "lora" in job["name"]]
-    (tmp / "jobs.json").write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # the same float sums as this process
-    subprocess.run([sys.executable, str(PLAIN_LOADER), str(tmp / "jobs.json"), str(tmp / "out.npz")],
-                   check=True, env=env, capture_output=True)
-    return dict(np.load(tmp / "out.npz"))
+    return draw_plain(jobs, tmp_path_factory.mktemp("plain"))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -110,6 +86,37 @@ def test_file_formats_are_the_ecosystems(trained):
     custom = load_file(trained["custom-diffusion"][0] / "pytorch_custom_diffusion_weights.safetensors")
     assert custom and all("attn2.processor.to_" in k and "_custom_diffusion.weight" in k for k in custom)
     assert (trained["dreambooth"][0] / "model" / "model_index.json").is_file()
+
+
+def test_conv_lora_adapts_the_convolutions_and_feed_forwards_in_every_format(trained):
+    """``conv=True`` (LoCon): adapters beyond attention, in diffusers' file and the kohya copy."""
+    folder = trained["dreambooth-lora"][0]
+    assert json.loads((folder / "concept.json").read_text())["settings"]["conv"] is True
+    diffusers_keys = list(load_file(folder / "pytorch_lora_weights.safetensors"))
+    kohya = load_file(folder / "lora_kohya.safetensors")
+    for layer in ("resnets.0.conv1", "resnets.0.conv2", "proj_in", "ff.net.0.proj", "ff.net.2", "attn1.to_q"):
+        assert any(k.startswith("unet.") and layer in k for k in diffusers_keys), layer
+        assert any(k.startswith("lora_unet_") and layer.replace(".", "_") in k for k in kohya), layer
+    conv_down = [v for k, v in kohya.items() if k.endswith("resnets_0_conv1.lora_down.weight")]
+    assert conv_down and all(v.dim() == 4 and v.shape[-2:] == (3, 3) for v in conv_down)
+    plain_lora = list(load_file(trained["lora"][0] / "pytorch_lora_weights.safetensors"))
+    assert not any("resnets" in k or "ff.net" in k for k in plain_lora)  # attention only by default
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, tmp_path):
+    pictures = write_pictures(tmp_path / "pictures", 3)
+    weights = []
+    for checkpointing in (False, True):
+        model = load_model(str(tiny_model_dir), device="cpu")
+        run = settings(tmp_path, num_class_images=0, gradient_checkpointing=checkpointing)
+        result = personalize(model, "lora", [pictures], ["<star>"], tmp_path / f"gc-{checkpointing}", settings=run,
+                             conv=True)
+        assert not model.pipe.unet.is_gradient_checkpointing  # switched off again after training
+        weights.append(load_file(result.folder / "pytorch_lora_weights.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert any(not torch.equal(v, 0 * v) for k, v in weights[0].items() if "lora_B" in k or "lora.up" in k)
 
 
 def test_the_token_is_added_to_the_word_level_tokenizer_never_unknown(tmp_path):
@@ -166,7 +173,8 @@ def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_run(method, 
 def test_resume_after_kill_9_of_the_cli(tiny_model_dir, tmp_path):
     pictures = write_pictures(tmp_path / "pictures", 3)
     argv = ["train", "lora", "--images", str(pictures), "--token", "<star>", "--steps", "40", "--checkpoint-every",
-            "2", "--lr", "0.01", "--batch-size", "1", "--model", str(tiny_model_dir), "--device", "cpu", "--quiet"]
+            "2", "--lr", "0.01", "--batch-size", "1", "--model", str(tiny_model_dir), "--device", "cpu", "--quiet",
+            "--conv", "--gradient-checkpointing"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "retouch", *argv, "--output", str(killed)], env=env,
@@ -184,7 +192,9 @@ def test_resume_after_kill_9_of_the_cli(tiny_model_dir, tmp_path):
     for file in ("pytorch_lora_weights.safetensors", "learned_embeds.safetensors"):
         a, b = load_file(killed / file), load_file(tmp_path / "whole" / file)
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((killed / "concept.json").read_text())["figures"]["resumed_at_step"] > 0
+    manifest = json.loads((killed / "concept.json").read_text())
+    assert manifest["figures"]["resumed_at_step"] > 0
+    assert manifest["settings"]["conv"] is True and manifest["settings"]["gradient_checkpointing"] is True
 
 
 @pytest.mark.distributed
@@ -293,6 +303,8 @@ def test_bad_inputs_are_refused_with_a_clear_message(tiny_model, tmp_path):
         run(three, num_vectors=0)
     with pytest.raises(RetouchError, match="one token"):
         run(three, init_word="notaword")
+    with pytest.raises(RetouchError, match="--conv .* needs --lora"):
+        run(three, method="dreambooth", conv=True)
 
 
 def test_cli_refuses_bad_input_with_exit_code_2(tiny_model_dir, tmp_path, capsys):

@@ -102,6 +102,9 @@ def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: 
         parser.add_argument("--train-text-encoder", action="store_true", help="the text encoder learns too")
     if method in ("dreambooth", "lora"):
         parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+        parser.add_argument("--conv", action="store_true",
+                            help="LoRA on the UNet's convolutions and feed-forward layers too, not only attention "
+                                 "(kohya's LoCon; diffusers, A1111 and ComfyUI load it): learns new shapes better")
     if method == "lora":
         parser.add_argument("--no-text-encoder", action="store_true", help="adapters on the UNet only")
     parser.add_argument("--steps", type=int, help="optimizer steps (default 400)")
@@ -110,6 +113,8 @@ def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: 
     parser.add_argument("--seed", type=int, help="seeds every draw (default 0)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100; 0: none)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --output")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute the UNet's activations in the backward pass: less memory, slower steps")
     add_model_arguments(parser)
     add_global_flags(parser)
     parser.set_defaults(run=run_concept, method=method)
@@ -125,8 +130,9 @@ def run_concept(args: argparse.Namespace) -> int:
     fields = ("steps", "lr", "batch_size", "seed", "checkpoint_every", "num_class_images", "prior_loss_weight",
               "class_images_dir")
     settings = ConceptSettings(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None},
-                               class_prompts=tuple(getattr(args, "class_prompts", None) or ()))
-    options = {k: getattr(args, k) for k in ("init_word", "num_vectors", "lora", "train_text_encoder", "rank")
+                               class_prompts=tuple(getattr(args, "class_prompts", None) or ()),
+                               gradient_checkpointing=args.gradient_checkpointing)
+    options = {k: getattr(args, k) for k in ("init_word", "num_vectors", "lora", "train_text_encoder", "rank", "conv")
                if getattr(args, k, None) is not None}
     if getattr(args, "no_text_encoder", False):
         options["train_text_encoder"] = False

@@ -64,6 +64,7 @@ class ConceptSettings:
     class_prompts: tuple[str, ...] = ()  # the class images' prompts, cycled (default "a {class word}")
     class_steps: int = 25  # sampling steps of each class image
     class_images_dir: str | None = None  # their cache (default: ~/.cache/retouch/class-images)
+    gradient_checkpointing: bool = False  # recompute the UNet's activations in the backward pass: less memory
 
 
 class ConceptMethod(Protocol):
@@ -285,6 +286,8 @@ def _loop(
         p.requires_grad_(True)
     pipe.unet.train()
     pipe.text_encoder.train()
+    if settings.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
     shown = progress and team.is_main_process
     bar = tqdm(range(first, settings.steps), desc=method.name, disable=not shown, leave=False)
     try:
@@ -312,6 +315,8 @@ def _loop(
         for module in (pipe.unet, pipe.text_encoder):
             module.eval()
             module.requires_grad_(False)
+        if settings.gradient_checkpointing:
+            pipe.unet.disable_gradient_checkpointing()
     return losses
 
 

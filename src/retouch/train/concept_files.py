@@ -5,6 +5,9 @@
   A1111 copy ``{"emb_params": (n_vectors, dim)}`` named after the token;
 - LoRA: ``pytorch_lora_weights.safetensors`` as ``StableDiffusionPipeline.save_lora_weights`` writes
   it (``pipe.load_lora_weights``), and a kohya copy (``lora_unet_...``, ``lora_te_...``, ``.alpha``).
+  Attention-only adapters get the keys of diffusers' own LoRA examples; adapters on convolutions
+  too (LoCon) keep peft's keys, which ``load_lora_weights`` reads as they are (diffusers' conversion
+  renames only attention keys, and a file of both spellings loses the attention adapters).
 
 Plus ``TokenTraining``, the trainable-embedding part Textual Inversion and Custom Diffusion share.
 """
@@ -20,7 +23,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import save_file
 
 from retouch.train.concept_data import ConceptImages
-from retouch.train.finetune import add_token, initial_vectors, new_token_rows, token_vectors
+from retouch.train.finetune import LORA_TARGETS, add_token, initial_vectors, new_token_rows, token_vectors
 
 EMBEDDINGS = "learned_embeds.safetensors"
 LORA = "pytorch_lora_weights.safetensors"
@@ -47,10 +50,12 @@ def save_lora(pipe: StableDiffusionPipeline, folder: Path, text_encoder: bool) -
 
     unet = get_peft_model_state_dict(pipe.unet, save_embedding_layers=False)
     text = get_peft_model_state_dict(pipe.text_encoder, save_embedding_layers=False) if text_encoder else None
+    locon = any(not k.split(".lora_")[0].endswith(LORA_TARGETS) for k in unet)
+    diffusers_keys = (lambda state: state) if locon else convert_state_dict_to_diffusers
     StableDiffusionPipeline.save_lora_weights(
         folder,
-        unet_lora_layers=convert_state_dict_to_diffusers(unet),
-        text_encoder_lora_layers=convert_state_dict_to_diffusers(text) if text else None,
+        unet_lora_layers=diffusers_keys(unet),
+        text_encoder_lora_layers=diffusers_keys(text) if text else None,
         safe_serialization=True,
     )
     peft = {f"unet.{k}": v for k, v in unet.items()} | {f"text_encoder.{k}": v for k, v in (text or {}).items()}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline
 
+from retouch.errors import RetouchError
 from retouch.train.concept_data import ConceptImages
 from retouch.train.concept_files import TokenTraining
 from retouch.train.lora_concept import LoraConcept
@@ -30,6 +31,7 @@ class DreamBooth:
     lora: bool = False  # LoRA adapters instead of every UNet weight
     train_text_encoder: bool = False  # the text encoder learns too (with lora: its adapters)
     rank: int = 4  # with lora
+    conv: bool = False  # with lora: adapters on the convolutions and feed-forwards too (LoCon)
     name: str = "dreambooth"
     uses_prior: bool = True
     default_lr: float = 5e-6  # with lora: LoraConcept's 1e-4
@@ -37,13 +39,15 @@ class DreamBooth:
     adapters: LoraConcept | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.conv and not self.lora:
+            raise RetouchError("--conv places LoRA adapters on the convolutions: it needs --lora")
         if self.lora:
-            self.adapters = LoraConcept(self.rank, self.train_text_encoder, train_token=False)
+            self.adapters = LoraConcept(self.rank, self.train_text_encoder, train_token=False, conv=self.conv)
             self.default_lr = self.adapters.default_lr
 
     def options(self) -> dict[str, Any]:
         return {"lora": self.lora, "train_text_encoder": self.train_text_encoder,
-                **({"rank": self.rank} if self.lora else {})}
+                **({"rank": self.rank, "conv": self.conv} if self.lora else {})}
 
     def prepare(
         self, pipe: StableDiffusionPipeline, concepts: Sequence[ConceptImages], seed: int

@@ -33,6 +33,10 @@ from retouch.errors import RetouchError
 Tune = Literal["lora", "full"]
 TUNES: tuple[str, ...] = ("lora", "full")
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' train_text_to_image_lora
+# kohya's LoCon: also the ResNet blocks' 3x3 convolutions, the transformers' projections and feed-forwards
+LORA_CONV_TARGETS: tuple[str, ...] = (
+    *LORA_TARGETS, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2"
+)
 EVAL_DRAWS = 8  # fixed (timestep, noise) draws on which ``reconstruction_loss`` measures a model
 
 

@@ -1,5 +1,7 @@
 """LoRA (Hu et al. 2021) for a concept: low-rank adapters on the UNet's attention (and the text
-encoder's), through peft, as diffusers' ``train_dreambooth_lora`` example adds them.
+encoder's), through peft, as diffusers' ``train_dreambooth_lora`` example adds them; with
+``conv=True`` also on the UNet's ResNet convolutions, projections and feed-forwards (kohya's LoCon),
+which a new shape needs: the attention layers alone can only re-mix what the convolutions draw.
 
 The concept's token is added to the tokenizer and, by default, its vector learns with the adapters
 (pivotal tuning); ``train_token=False`` keeps it at its first value, as DreamBooth does. Writes
@@ -20,7 +22,7 @@ from diffusers import StableDiffusionPipeline
 from retouch.errors import RetouchError
 from retouch.train.concept_data import ConceptImages
 from retouch.train.concept_files import TEXT_LORA_TARGETS, TokenTraining, save_embeddings, save_lora
-from retouch.train.finetune import LORA_TARGETS
+from retouch.train.finetune import LORA_CONV_TARGETS, LORA_TARGETS
 
 MAX_RANK = 256
 
@@ -33,6 +35,7 @@ class LoraConcept:
     train_text_encoder: bool = True  # adapters on the text encoder too (kohya's default)
     train_token: bool = True  # the token's vector learns with the adapters
     init_word: str | None = None  # the token starts as this word (default: a seeded draw)
+    conv: bool = False  # adapters on the UNet's convolutions and feed-forwards too (LORA_CONV_TARGETS)
     name: str = "lora"
     uses_prior: bool = True  # with class images, as kohya's regularization images
     default_lr: float = 1e-4
@@ -45,7 +48,7 @@ class LoraConcept:
 
     def options(self) -> dict[str, Any]:
         return {"rank": self.rank, "train_text_encoder": self.train_text_encoder, "train_token": self.train_token,
-                "init_word": self.init_word}
+                "init_word": self.init_word, "conv": self.conv}
 
     def prepare(
         self, pipe: StableDiffusionPipeline, concepts: Sequence[ConceptImages], seed: int
@@ -53,7 +56,8 @@ class LoraConcept:
         from peft import LoraConfig
 
         table = self.tokens.add(pipe, concepts, seed)
-        modules = [(pipe.unet, LORA_TARGETS)] + ([(pipe.text_encoder, TEXT_LORA_TARGETS)] * self.train_text_encoder)
+        unet_targets = LORA_CONV_TARGETS if self.conv else LORA_TARGETS
+        modules = [(pipe.unet, unet_targets)] + ([(pipe.text_encoder, TEXT_LORA_TARGETS)] * self.train_text_encoder)
         for i, (module, targets) in enumerate(modules):
             if getattr(module, "peft_config", None):
                 raise RetouchError("the model already carries LoRA adapters; load it without them to train a LoRA")

@@ -31,16 +31,18 @@ def make_method(
     lora: bool = False,
     train_text_encoder: bool | None = None,
     rank: int = 4,
+    conv: bool = False,
 ) -> ConceptMethod:
     """The method ``name`` with its options (the others are ignored)."""
     if name == "textual-inversion":
         return TextualInversion(init_word, num_vectors)
     if name == "dreambooth":
-        return DreamBooth(lora, bool(train_text_encoder), rank)
+        return DreamBooth(lora, bool(train_text_encoder), rank, conv)
     if name == "custom-diffusion":
         return CustomDiffusion(init_word)
     if name == "lora":
-        return LoraConcept(rank, True if train_text_encoder is None else train_text_encoder, init_word=init_word)
+        return LoraConcept(rank, True if train_text_encoder is None else train_text_encoder, init_word=init_word,
+                           conv=conv)
     raise RetouchError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
 
 
@@ -60,7 +62,7 @@ def personalize(
 ) -> ConceptResult:
     """Teach ``model`` one concept per (images folder, token[, class word]) with ``method`` and
     write it to ``output``; several concepts only with Custom Diffusion. ``options`` go to
-    ``make_method`` (init_word, num_vectors, lora, train_text_encoder, rank)."""
+    ``make_method`` (init_word, num_vectors, lora, train_text_encoder, rank, conv)."""
     if method not in METHODS:
         raise RetouchError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if len(images) != len(tokens) or not tokens:
