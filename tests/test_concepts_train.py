@@ -103,6 +103,21 @@ def test_conv_lora_adapts_the_convolutions_and_feed_forwards_in_every_format(tra
     assert not any("resnets" in k or "ff.net" in k for k in plain_lora)  # attention only by default
 
 
+def test_retouch_loads_a_conv_lora_as_it_was_trained(trained, tiny_model_dir):
+    """``--concept`` and ``--lora`` (the kohya copy, with the token's embedding) give the pixels
+    of the in-memory model that trained the LoCon adapters."""
+    from retouch.models.adapters import apply_adapters
+
+    folder, in_memory = trained["dreambooth-lora"]
+    concept = apply_adapters(load_model(str(tiny_model_dir), device="cpu"), concepts=[folder])
+    np.testing.assert_array_equal(draw(concept), in_memory)
+    files = json.loads((folder / "concept.json").read_text())["files"]
+    base = load_model(str(tiny_model_dir), device="cpu")
+    embedding, lora = str(folder / files["embeddings"]), str(folder / files["lora_kohya"])
+    kohya = apply_adapters(base, embeddings=[embedding], loras=[lora])
+    np.testing.assert_array_equal(draw(kohya), in_memory)
+
+
 def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, tmp_path):
     pictures = write_pictures(tmp_path / "pictures", 3)
     weights = []

@@ -104,7 +104,7 @@ def add_concept_parser(kinds: argparse._SubParsersAction, method: str, summary: 
         parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
         parser.add_argument("--conv", action="store_true",
                             help="LoRA on the UNet's convolutions and feed-forward layers too, not only attention "
-                                 "(kohya's LoCon; diffusers, A1111 and ComfyUI load it): learns new shapes better")
+                                 "(kohya's LoCon; diffusers, A1111 and ComfyUI load it)")
     if method == "lora":
         parser.add_argument("--no-text-encoder", action="store_true", help="adapters on the UNet only")
     parser.add_argument("--steps", type=int, help="optimizer steps (default 400)")

@@ -1,7 +1,7 @@
 """LoRA (Hu et al. 2021) for a concept: low-rank adapters on the UNet's attention (and the text
 encoder's), through peft, as diffusers' ``train_dreambooth_lora`` example adds them; with
 ``conv=True`` also on the UNet's ResNet convolutions, projections and feed-forwards (kohya's LoCon),
-which a new shape needs: the attention layers alone can only re-mix what the convolutions draw.
+where a UNet draws outlines and textures, not only on the layers that route the text to them.
 
 The concept's token is added to the tokenizer and, by default, its vector learns with the adapters
 (pivotal tuning); ``train_token=False`` keeps it at its first value, as DreamBooth does. Writes
