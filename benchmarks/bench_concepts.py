@@ -59,7 +59,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "textual-inversion": {"steps": 400, "lr": 5e-3, "options": {}},
     "lora": {"steps": 400, "lr": 2e-3, "options": {"conv": True}, "prior": 40},  # --conv: 2026-12-05, dev look
     "dreambooth": {"steps": 300, "lr": 1e-4, "options": {}, "prior": 40},
-    "custom-diffusion": {"steps": 400, "lr": 2e-3, "options": {}, "prior": 40},
+    "custom-diffusion": {"steps": 400, "lr": 5e-4, "options": {}, "prior": 40},  # 2e-3 before 2026-12-05's dev look
     # variants (--methods NAME): the token learns too
     "dreambooth-text-encoder": {
         "method": "dreambooth",
