@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_imagic_memory import GB, peak_bytes  # CUDA max allocated, else the process's peak RSS
 from PIL import Image
 
 from retouch.models.loading import load_model
@@ -32,7 +32,6 @@ from retouch.models.random_sd15 import sd15_pipeline
 from retouch.train.concept import ConceptSettings
 from retouch.train.personalize import personalize
 
-GB = 1024**3
 CASES = {  # name -> (method, options), as `retouch train` runs them by default
     "textual-inversion": ("textual-inversion", {}),
     "lora": ("lora", {}),
@@ -40,12 +39,6 @@ CASES = {  # name -> (method, options), as `retouch train` runs them by default
     "dreambooth --lora": ("dreambooth", {"lora": True}),
     "custom-diffusion": ("custom-diffusion", {}),
 }
-
-
-def peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def one(name: str, work: Path, device: str, steps: int, checkpointing: bool) -> dict[str, float]:

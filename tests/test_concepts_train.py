@@ -124,8 +124,14 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, tmp_path
     for checkpointing in (False, True):
         model = load_model(str(tiny_model_dir), device="cpu")
         run = settings(tmp_path, num_class_images=0, gradient_checkpointing=checkpointing)
+        during = []  # whether the UNet checkpoints its activations while it trains
+
+        def step(done: int, loss: float, unet=model.pipe.unet, during=during) -> None:
+            during.append(unet.is_gradient_checkpointing)
+
         result = personalize(model, "lora", [pictures], ["<star>"], tmp_path / f"gc-{checkpointing}", settings=run,
-                             conv=True)
+                             conv=True, on_step=step)
+        assert during == [checkpointing] * run.steps
         assert not model.pipe.unet.is_gradient_checkpointing  # switched off again after training
         weights.append(load_file(result.folder / "pytorch_lora_weights.safetensors"))
     assert weights[0].keys() == weights[1].keys()
