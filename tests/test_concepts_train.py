@@ -270,6 +270,20 @@ def test_merge_keeps_each_concepts_constraints_and_the_rest_near_the_base():
     torch.testing.assert_close(merged_weight(w0, c, c @ w0.T, c_reg), w0)  # nothing learned: the base
 
 
+def test_merge_constrains_each_concepts_token_rows_only(tiny_model_dir):
+    from retouch.train.concept_merge import caption_features
+    from retouch.train.finetune import add_token
+
+    model = load_model(str(tiny_model_dir), device="cpu")  # its own copy: a token is added
+    dim = model.pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    add_token(model.pipe, "<a>", torch.randn(2, dim, generator=torch.Generator().manual_seed(0)))
+    captions = ["a red <a> on a blue background", "a small <a>", "a red circle"]
+    every = caption_features(model, captions)
+    rows = caption_features(model, captions, ["<a>"])
+    assert rows.shape == (4, dim)  # the token's two vectors in the two captions that hold it
+    assert all(any(torch.equal(row, e) for e in every) for row in rows) and len(every) > 4
+
+
 def test_merge_cli_writes_a_concept_plain_diffusers_loads(tiny_model_dir, tmp_path):
     from retouch.cli import main
 

@@ -6,9 +6,14 @@ squares problem of the paper's eq. 4:
     min_W || C_reg W^T - C_reg W0^T ||_F   subject to   C W^T = V,
 
 where ``W0`` is the base model's weight, ``C_reg`` (r, d) text features of regularization captions
-(the concepts' captions with each token replaced by its class word), ``C`` (m, d) the text features
-of every concept's captions and ``V`` (m, out) those features through each concept's own trained
-weight. Closed form (eq. 5): ``W = W0 + (V^T - W0 C^T) (C M^-1 C^T)^+ C M^-1`` with
+(the concepts' captions with each token replaced by its class word, and the class images'
+prompts), ``C`` (m, d) the text features at each concept's token in its captions and ``V`` (m, out)
+those features through the concept's own trained weight. The paper flattens every word of the
+captions into ``C``; the authors' code (``composenW.py``) constrains short prompts around the token
+(``<new1> cat``, ``photo of a <new1> cat``). Here only the token's own rows are constrained: the
+other words of a caption are the words of regular captions too, and constraining them to each
+concept's trained weight pins nearly equal rows to different values, which wrecks the merge on a
+small text encoder (docs/benchmarks.md). Closed form (eq. 5): ``W = W0 + (V^T - W0 C^T) (C M^-1 C^T)^+ C M^-1`` with
 ``M = C_reg^T C_reg``; the pseudo-inverse makes it the least-squares fit when the constraints
 outnumber the dimensions.
 """
@@ -47,8 +52,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def caption_features(model: LoadedModel, captions: Sequence[str]) -> torch.Tensor:
-    """(rows, dim) float64: the text encoder's output at every position up to each caption's end token."""
+def caption_features(model: LoadedModel, captions: Sequence[str], tokens: Sequence[str] = ()) -> torch.Tensor:
+    """(rows, dim) float64: the text encoder's output at every position up to each caption's end
+    token; with ``tokens``, only at the positions of those tokens (each of their vectors)."""
     from retouch.train.finetune import encode_captions
 
     pipe = model.pipe
@@ -56,6 +62,10 @@ def caption_features(model: LoadedModel, captions: Sequence[str]) -> torch.Tenso
     ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
     hidden = encode_captions(pipe, captions).double().cpu()  # (n, tokens, dim)
+    if tokens:
+        wanted = [i for t in tokens for i in pipe.tokenizer(pipe.maybe_convert_prompt(t, pipe.tokenizer),
+                                                            add_special_tokens=False).input_ids]
+        return hidden[torch.isin(ids, torch.tensor(wanted))]
     ends = [int(torch.cat([(row == pipe.tokenizer.eos_token_id).nonzero()[:, 0], torch.tensor([len(row) - 1])])[0])
             for row in ids]  # the first end token (padding may be end tokens too)
     return torch.cat([hidden[i, : end + 1] for i, end in enumerate(ends)])
@@ -116,7 +126,8 @@ def merge_concepts(
 def _merge_weights(model: LoadedModel, paths: list[Path], manifests: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Every trained key/value weight merged by ``merged_weight``."""
     concepts = [c for m in manifests for c in m["concepts"]]
-    feats = [caption_features(model, [t for c in m["concepts"] for t in c["captions"]]) for m in manifests]
+    feats = [caption_features(model, [t for c in m["concepts"] for t in c["captions"]], m["tokens"])
+             for m in manifests]  # the constraints: each concept's token rows (see the module's docstring)
     # The captions whose outputs the merge keeps as the base model's: the training captions with the
     # class word for the token, and the class images' prompts when prior preservation had some (the
     # paper uses 200,000 LAION captions; with only a handful, M is far from full rank and the merged
