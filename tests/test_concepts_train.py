@@ -297,6 +297,7 @@ def test_merge_cli_writes_a_concept_plain_diffusers_loads(tiny_model_dir, tmp_pa
                  "--model", str(tiny_model_dir), "--quiet"]) == 0
     manifest = json.loads((tmp_path / "ab" / "concept.json").read_text())
     assert manifest["tokens"] == ["<a>", "<b>"] and manifest["method"] == "custom-diffusion"
+    assert manifest["settings"]["constraints"] == "token rows"
     embeds = load_file(tmp_path / "ab" / "learned_embeds.safetensors")
     assert set(embeds) == {"<a>", "<b>"}
     assert main(["concept", "merge", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "x")]) == 2

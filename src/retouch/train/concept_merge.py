@@ -13,9 +13,10 @@ captions into ``C``; the authors' code (``composenW.py``) constrains short promp
 (``<new1> cat``, ``photo of a <new1> cat``). Here only the token's own rows are constrained: the
 other words of a caption are the words of regular captions too, and constraining them to each
 concept's trained weight pins nearly equal rows to different values, which wrecks the merge on a
-small text encoder (docs/benchmarks.md). Closed form (eq. 5): ``W = W0 + (V^T - W0 C^T) (C M^-1 C^T)^+ C M^-1`` with
-``M = C_reg^T C_reg``; the pseudo-inverse makes it the least-squares fit when the constraints
-outnumber the dimensions.
+small text encoder (docs/benchmarks.md).
+
+Closed form (eq. 5): ``W = W0 + (V^T - W0 C^T) (C M^-1 C^T)^+ C M^-1`` with ``M = C_reg^T C_reg``;
+the pseudo-inverse makes it the least-squares fit when the constraints outnumber the dimensions.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def merge_concepts(
         **{k: manifests[0][k] for k in ("format", "method", "base_model", "base_model_sha256")},
         "tokens": tokens,
         "class_word": manifests[0]["class_word"],
-        "settings": {"merged_from": [str(p.resolve()) for p in paths], "ridge": RIDGE},
+        "settings": {"merged_from": [str(p.resolve()) for p in paths], "ridge": RIDGE, "constraints": "token rows"},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "figures": {},
         "files": files,
