@@ -140,6 +140,24 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, tmp_path
     assert any(not torch.equal(v, 0 * v) for k, v in weights[0].items() if "lora_B" in k or "lora.up" in k)
 
 
+def test_a_dreambooth_model_keeps_its_bases_sampling_defaults(tiny_model_dir, tmp_path):
+    """The base's retouch.json (guidance, steps) goes with the whole model DreamBooth writes, so
+    ``--concept OUT`` draws with the settings the base recommends, not the library's fallbacks."""
+    import shutil
+
+    base = shutil.copytree(tiny_model_dir, tmp_path / "base")
+    defaults = {"guidance_scale": 3.0, "steps": 3}
+    (base / "retouch.json").write_text(json.dumps(defaults))
+    pictures = write_pictures(tmp_path / "pictures", 3)
+    run = settings(tmp_path, steps=1, num_class_images=0)
+    for name, folder in (("with", base), ("without", tiny_model_dir)):
+        result = personalize(load_model(str(folder), device="cpu"), "dreambooth", [pictures], ["<star>"],
+                             tmp_path / name, settings=run)
+        saved = load_model(str(result.folder / "model"), device="cpu")
+        assert saved.defaults == (defaults if name == "with" else {})
+        assert saved.guidance_scale() == (3.0 if name == "with" else 7.5)
+
+
 def test_the_token_is_added_to_the_word_level_tokenizer_never_unknown(tmp_path):
     """On the bundled shapes-64 model's word-level tokenizer the token gets its own new id."""
     from retouch.train.finetune import add_token

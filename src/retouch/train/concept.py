@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from retouch.errors import RetouchError
 from retouch.io.atomic import atomic_write_json, check_writable
 from retouch.io.locks import lock_folder
-from retouch.models.loading import LoadedModel
+from retouch.models.loading import MODEL_DEFAULTS_FILE, LoadedModel
 from retouch.train.checkpoint import TRAIN_LOCK, load_checkpoint, save_checkpoint
 from retouch.train.concept_data import ConceptImages
 from retouch.train.concept_prior import class_batches
@@ -213,6 +213,8 @@ def _train(
         team.wait_for_everyone()  # the main process writes the files
         return ConceptResult(output, json.loads((output / MANIFEST).read_text()), losses, model)
     files = method.save(pipe, concepts, output)
+    if "model" in files and model.defaults:  # a whole model (DreamBooth) samples as its base recommends
+        atomic_write_json(output / files["model"] / MODEL_DEFAULTS_FILE, model.defaults)
     _plot_losses(losses, output / LOSS_CURVE, method.name)
     timing = (prep_seconds, train_seconds, first)
     manifest = _manifest(model, method, concepts, settings, base_sha, files, losses, timing)
