@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,8 +144,6 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir, tmp_path
 def test_a_dreambooth_model_keeps_its_bases_sampling_defaults(tiny_model_dir, tmp_path):
     """The base's retouch.json (guidance, steps) goes with the whole model DreamBooth writes, so
     ``--concept OUT`` draws with the settings the base recommends, not the library's fallbacks."""
-    import shutil
-
     base = shutil.copytree(tiny_model_dir, tmp_path / "base")
     defaults = {"guidance_scale": 3.0, "steps": 3}
     (base / "retouch.json").write_text(json.dumps(defaults))
